@@ -1,0 +1,1 @@
+# lets tests import the project's flat modules from the repository root
