@@ -1,0 +1,340 @@
+"""Code-generation metrics, written from scratch: BLEU-4, ChrF, Rouge-L, simplified CodeBLEU,
+exact match; METEOR through nltk. `hyps` and `refs` are lists of strings, one reference per
+hypothesis; every score is in [0, 1]. No model code here.
+
+What each one equals (checked in tests/test_metrics.py on CoNaLa pairs):
+  bleu4     sacrebleu BLEU, tokenize="none" on `tokenize_code` tokens, smooth "none" / "add-k" (k = 1).
+            nltk's corpus_bleu agrees only when every hypothesis has >= 4 tokens: nltk counts at
+            least one n-gram (denominator max(1, count)) for shorter ones, sacrebleu counts none.
+  chrf      sacrebleu chrF (character 6-grams, beta = 2, whitespace removed, corpus statistics).
+  rouge_l   rouge_score's rougeL F-measure given `tokenize_code` as its tokenizer, averaged.
+  meteor    nltk's meteor_score on `tokenize_code` tokens, averaged.
+  codebleu  n-gram parts equal to the `codebleu` package's; syntax and data-flow parts from
+            Python's `ast` instead of tree-sitter (rank-correlated with the package's, not equal).
+"""
+import ast
+import glob
+import math
+import os
+import re
+import shutil
+import warnings
+from collections import Counter
+
+_NON_WORD = re.compile(r"([^A-Za-z0-9_])")
+_CAMEL = re.compile(r"([a-z])([A-Z])")
+
+
+def tokenize_code(code):
+    """The CoNaLa evaluation tokenizer: split around non-word characters and camelCase, quotes -> `."""
+    code = _CAMEL.sub(r"\1 \2", _NON_WORD.sub(r" \1 ", code))
+    return code.replace('"', "`").replace("'", "`").split()
+
+
+def _check(hyps, refs):
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references: pass one reference per hypothesis")
+    if not hyps:
+        raise ValueError("no hypotheses to score: the lists are empty")
+
+
+def _ngrams(tokens, n):
+    return Counter(zip(*(tokens[i:] for i in range(n)))) if n > 1 else Counter(tokens)
+
+
+# ---- BLEU-4 (Papineni et al. 2002) -------------------------------------------------------------
+def _bleu(hyp_toks, ref_toks, smooth=False):
+    """BP * exp(mean_n log p_n), p_n = clipped n-gram matches / hypothesis n-grams, summed over the corpus."""
+    correct, total, c, r = [0] * 4, [0] * 4, 0, 0
+    for h, ref in zip(hyp_toks, ref_toks):
+        c, r = c + len(h), r + len(ref)
+        for n in range(1, 5):
+            if len(h) >= n:
+                hc = _ngrams(h, n)
+                correct[n - 1] += sum((hc & _ngrams(ref, n)).values()) if len(ref) >= n else 0
+                total[n - 1] += len(h) - n + 1
+    if not any(correct):
+        return 0.0
+    log_p = 0.0
+    for n in range(4):
+        k = 1 if smooth and n > 0 else 0  # Lin & Och 2004: add one to both counts of the 2- to 4-gram precisions
+        if total[n] + k == 0 or correct[n] + k == 0:
+            return 0.0
+        log_p += math.log((correct[n] + k) / (total[n] + k)) / 4
+    bp = 1.0 if c >= r else math.exp(1 - r / c)
+    return bp * math.exp(log_p)
+
+
+def bleu4(hyps, refs, smooth=False):
+    _check(hyps, refs)
+    return _bleu([tokenize_code(h) for h in hyps], [tokenize_code(r) for r in refs], smooth)
+
+
+# ---- ChrF (Popovic 2015) -----------------------------------------------------------------------
+def chrf(hyps, refs, order=6, beta=2.0):
+    """F_beta of the character n-gram precision and recall, each averaged over the orders n = 1..6
+    that occur, from corpus-summed statistics; whitespace is removed first."""
+    _check(hyps, refs)
+    stats = [[0, 0, 0] for _ in range(order)]  # hypothesis n-grams, reference n-grams, matches
+    for h, ref in zip(hyps, refs):
+        h, ref = "".join(h.split()), "".join(ref.split())
+        for n in range(1, order + 1):
+            hc = Counter(h[i:i + n] for i in range(len(h) - n + 1))
+            rc = Counter(ref[i:i + n] for i in range(len(ref) - n + 1))
+            s = stats[n - 1]
+            if rc:  # an order the reference is too short for counts nothing (sacrebleu's convention)
+                s[0], s[1], s[2] = s[0] + max(len(h) - n + 1, 0), s[1] + len(ref) - n + 1, s[2] + sum((hc & rc).values())
+    seen = [(m / nh, m / nr) for nh, nr, m in stats if nh > 0 and nr > 0]
+    if not seen:
+        return 0.0
+    p, r = sum(x for x, _ in seen) / len(seen), sum(y for _, y in seen) / len(seen)
+    b2 = beta ** 2
+    return (1 + b2) * p * r / (b2 * p + r) if p + r > 0 else 0.0
+
+
+# ---- Rouge-L (Lin 2004) ------------------------------------------------------------------------
+def _lcs(a, b):
+    """Length of the longest common subsequence, bit-parallel (Allison & Dix 1986; Hyyro 2004):
+    one integer of len(a) bits, updated once per token of b."""
+    masks = {}
+    for i, tok in enumerate(a):
+        masks[tok] = masks.get(tok, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full
+    for tok in b:
+        u = v & masks.get(tok, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(a) - bin(v).count("1")
+
+
+def _rouge_l(hyp_toks, ref_toks):
+    total = 0.0
+    for h, r in zip(hyp_toks, ref_toks):
+        lcs = _lcs(h, r) if h and r else 0
+        if lcs:
+            p, rec = lcs / len(h), lcs / len(r)
+            total += 2 * p * rec / (p + rec)
+    return total / len(hyp_toks)
+
+
+def rouge_l(hyps, refs):
+    """Mean over pairs of F1(P = LCS / |hyp|, R = LCS / |ref|)."""
+    _check(hyps, refs)
+    return _rouge_l([tokenize_code(h) for h in hyps], [tokenize_code(r) for r in refs])
+
+
+# ---- METEOR (Banerjee & Lavie 2005), through nltk ----------------------------------------------
+def _wordnet():
+    """nltk's WordNet, or a clear error. Offline, Debian's wordnet-base holds WordNet 3.0's files:
+    copy them where nltk looks (~/nltk_data; it refuses links that leave its folder) and add the `lexnames` table nltk's reader needs,
+    taken from the lexnames(5WN) man page of that package."""
+    import nltk
+    from nltk.corpus import wordnet
+    try:
+        wordnet.ensure_loaded()
+        return wordnet
+    except LookupError:
+        pass
+    debian, man = "/usr/share/wordnet", "/usr/share/man/man5/lexnames.5WN.gz"
+    if not (os.path.exists(f"{debian}/data.noun") and os.path.exists(man)):
+        raise LookupError("METEOR needs WordNet: online, python -c \"import nltk; nltk.download('wordnet')\"; "
+                          "offline, apt-get install wordnet-base wordnet-sense-index")
+    import gzip
+    target = os.path.join(os.path.expanduser("~"), "nltk_data", "corpora", "wordnet")
+    os.makedirs(target, exist_ok=True)
+    for f in glob.glob(f"{debian}/*"):
+        if os.path.isfile(f) and not os.path.exists(os.path.join(target, os.path.basename(f))):
+            shutil.copy(f, target)
+    category = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+    rows = re.findall(r"^(\d\d)\t(\w+)\.(\w+)", gzip.open(man, "rt").read(), flags=re.M)
+    with open(os.path.join(target, "lexnames"), "w") as f:
+        f.writelines(f"{num}\t{pos}.{name}\t{category[pos]}\n" for num, pos, name in rows)
+    if os.path.expanduser("~/nltk_data") not in nltk.data.path:
+        nltk.data.path.append(os.path.expanduser("~/nltk_data"))
+    wordnet.ensure_loaded()  # a lazy loader that failed loads afresh on the next use
+    return wordnet
+
+
+def _meteor(hyp_toks, ref_toks):
+    from nltk.translate.meteor_score import meteor_score
+    wn = _wordnet()
+    return sum(meteor_score([r], h, wordnet=wn) if h and r else 0.0
+               for h, r in zip(hyp_toks, ref_toks)) / len(hyp_toks)
+
+
+def meteor(hyps, refs):
+    _check(hyps, refs)
+    return _meteor([tokenize_code(h) for h in hyps], [tokenize_code(r) for r in refs])
+
+
+# ---- Simplified CodeBLEU (Ren et al. 2020) -----------------------------------------------------
+# 0.25 BLEU + 0.25 keyword-weighted BLEU (whitespace tokens, as the `codebleu` package computes
+# them: nltk-style clipping, max(1, count) denominators, epsilon 0.1 for zero matches)
+# + 0.25 syntax match + 0.25 data-flow match, both from Python's own `ast`.
+PY_KEYWORDS = set("False None True and as assert async await break class continue def del elif else "
+                  "except finally for from global if import in is lambda nonlocal not or pass raise "
+                  "return try while with yield match case type".split())
+
+
+def _codebleu_ngram(hyp_toks, ref_toks, weighted):
+    num, den, c, r = [0.0] * 4, [0.0] * 4, 0, 0
+    for h, ref in zip(hyp_toks, ref_toks):
+        # the package's weighted part measures each reference's length as len([tokens, weights])
+        # = 2 for its brevity penalty; kept, so that the scores stay comparable with published ones
+        c, r = c + len(h), r + (2 if weighted else len(ref))
+        for n in range(1, 5):
+            hc, rc = _ngrams(h, n), _ngrams(ref, n)
+            if not weighted:  # precision: clipped hypothesis n-grams / hypothesis n-grams
+                num[n - 1] += sum((hc & rc).values())
+                den[n - 1] += max(1, len(h) - n + 1)
+            elif n == 1:  # recall over reference tokens, keywords weigh 1, other tokens 0.2
+                w = {t: 1.0 if t in PY_KEYWORDS else 0.2 for t in rc}
+                num[0] += sum(w[t] * min(k, hc[t]) for t, k in rc.items())
+                den[0] += max(1, sum(w[t] * k for t, k in rc.items()))
+            else:
+                num[n - 1] += sum((hc & rc).values())
+                den[n - 1] += max(1, len(ref) - n + 1)
+    if num[0] == 0:
+        return 0.0
+    bp = 1.0 if c > r else 0.0 if c == 0 else math.exp(1 - r / c)
+    return bp * math.exp(math.fsum(0.25 * math.log((p if p else 0.1) / q) for p, q in zip(num, den)))
+
+
+def _parse(code):
+    try:
+        return ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def _subtrees(tree):
+    """The shape of every AST node that has children: node types only, no names or values."""
+    shapes = []
+
+    def shape(node):
+        kids = [shape(k) for k in ast.iter_child_nodes(node) if not isinstance(k, ast.expr_context)]
+        name = type(node).__name__ + (f":{type(node.value).__name__}" if isinstance(node, ast.Constant) else "")
+        if not kids:
+            return name
+        shapes.append(f"({name} {' '.join(kids)})")
+        return shapes[-1]
+
+    shape(tree)
+    return shapes
+
+
+def _dataflow(tree):
+    """Def-use edges, one per token, as the codebleu package's tree-sitter data flow has them: the
+    targets of an assignment are (x, computedFrom, [every name, attribute and literal on the
+    right, in order]); each of those is (y, comesFrom, [y]) if y was assigned before, else
+    (y, comesFrom, []); any later use of an assigned x is (x, comesFrom, [x]). In source order,
+    names renamed var_0, var_1... by order of appearance, so renaming variables changes nothing."""
+    flow, defined = {}, set()  # token position -> (name, relation, parents)
+
+    def at(node):
+        return (node.lineno, node.col_offset)
+
+    def leaves(node):
+        out = []
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name):
+                out.append((at(n), n.id))
+            elif isinstance(n, ast.Attribute):  # the attribute's own token ends the node
+                out.append(((n.end_lineno, n.end_col_offset - len(n.attr)), n.attr))
+            elif isinstance(n, ast.Constant):
+                out.append((at(n), repr(n.value)))
+        return sorted(out)
+
+    def add(pos, name, rel, parents):
+        if pos in flow:  # one entry per token: merge, as the package does
+            old = flow[pos]
+            parents = old[2] + [p for p in parents if p not in old[2]]
+            name, rel = old[0], old[1]
+        flow[pos] = (name, rel, parents)
+
+    def assign(targets, value):
+        visit(value)
+        src = leaves(value)
+        for pos, name in src:
+            if pos not in flow:
+                add(pos, name, "comesFrom", [name] if name in defined else [])
+        for t in targets:
+            for pos, name in leaves(t):
+                if src:
+                    add(pos, name, "computedFrom", [x for _, x in src])
+            defined.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+
+    def visit(node):
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) and node.value:
+            assign(node.targets if isinstance(node, ast.Assign) else [node.target], node.value)
+        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+            assign([node.target], node.iter)
+            for child in (node.ifs if isinstance(node, ast.comprehension) else node.body + node.orelse):
+                visit(child)
+        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            for g in node.generators:  # the loop variables are assigned before the element reads them
+                visit(g)
+            for child in ([node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]):
+                visit(child)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            if node.id in defined:
+                add(at(node), node.id, "comesFrom", [node.id])
+        elif isinstance(node, ast.arg):
+            defined.add(node.arg)
+        else:
+            for child in ast.iter_child_nodes(node):
+                visit(child)
+
+    visit(tree)
+    names, out = {}, []
+    for _, (var, rel, parents) in sorted(flow.items()):
+        for x in parents + [var]:
+            names.setdefault(x, f"var_{len(names)}")
+        out.append((names[var], rel, tuple(names[x] for x in parents)))
+    return out
+
+
+def _structure(hyps, refs):
+    """Corpus syntax match and data-flow match: shares of the references' subtrees and edges
+    found in the hypotheses. Unparsable hypotheses match nothing; unparsable references and
+    references without data flow add nothing to the totals."""
+    s_hit = s_all = d_hit = d_all = 0
+    for h, r in zip(hyps, refs):
+        rt = _parse(r)
+        if rt is None:
+            continue
+        ht = _parse(h)
+        ref_trees, ref_flow = _subtrees(rt), _dataflow(rt)
+        hyp_trees, hyp_flow = (set(_subtrees(ht)), Counter(_dataflow(ht))) if ht else (set(), Counter())
+        s_hit, s_all = s_hit + sum(t in hyp_trees for t in ref_trees), s_all + len(ref_trees)
+        d_hit, d_all = d_hit + sum((Counter(ref_flow) & hyp_flow).values()), d_all + len(ref_flow)
+    # no reference data flow at all: nothing to match, full credit (as the package's total does)
+    return (s_hit / s_all if s_all else 0.0), (d_hit / d_all if d_all else 1.0)
+
+
+def codebleu(hyps, refs):
+    _check(hyps, refs)
+    ht, rt = [h.split() for h in hyps], [r.split() for r in refs]
+    parts = dict(ngram_match=_codebleu_ngram(ht, rt, False), weighted_ngram_match=_codebleu_ngram(ht, rt, True))
+    parts["syntax_match"], parts["dataflow_match"] = _structure(hyps, refs)
+    return {"codebleu": sum(parts.values()) / 4, **parts}
+
+
+def exact_match(hyps, refs):
+    _check(hyps, refs)
+    return sum(h.strip() == r.strip() for h, r in zip(hyps, refs)) / len(hyps)
+
+
+def evaluate(hyps, refs, with_meteor=True):
+    """Every metric on one set of pairs; code is tokenized once. METEOR is None (with a warning)
+    when WordNet is missing, instead of failing the whole table."""
+    _check(hyps, refs)
+    ht, rt = [tokenize_code(h) for h in hyps], [tokenize_code(r) for r in refs]
+    out = {"bleu4": _bleu(ht, rt), "codebleu": codebleu(hyps, refs)["codebleu"], "meteor": None,
+           "chrf": chrf(hyps, refs), "rouge_l": _rouge_l(ht, rt), "exact_match": exact_match(hyps, refs)}
+    if with_meteor:
+        try:
+            out["meteor"] = _meteor(ht, rt)
+        except LookupError as e:
+            warnings.warn(f"METEOR skipped: {str(e).strip().splitlines()[0]}")
+    return out

@@ -1,0 +1,152 @@
+"""metrics.py: hand-worked values, and equality with the reference libraries on real CoNaLa pairs."""
+import json
+import math
+import os
+import random
+import re
+
+import pytest
+
+import metrics
+from metrics import bleu4, chrf, codebleu, evaluate, exact_match, meteor, rouge_l, tokenize_code
+
+CONALA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "conala", "conala-test.json")
+
+
+def test_tokenizer():
+    assert tokenize_code("df.groupBy('a_b')[\"x\"]") == [
+        "df", ".", "group", "By", "(", "`", "a_b", "`", ")", "[", "`", "x", "`", "]"]
+    assert tokenize_code("  ") == []
+
+
+def test_hand_worked():
+    assert bleu4(["a b c d e"], ["a b c d f"]) == pytest.approx((4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25)
+    assert bleu4(["a b c d e"], ["a b c d f"], smooth=True) == pytest.approx((4 / 5 * 4 / 5 * 3 / 4 * 2 / 3) ** 0.25)
+    assert bleu4(["a b c d"], ["a b c d e f"]) == pytest.approx(math.exp(1 - 6 / 4))  # brevity penalty
+    assert bleu4(["a b c"], ["a b c"]) == 0.0  # no 4-grams at all: unsmoothed BLEU-4 is 0
+    assert chrf(["ab"], ["a b c"]) == pytest.approx(7 / 11)  # P = 1, R = (2/3 + 1/2) / 2, F2
+    assert rouge_l(["a b c d"], ["a c b d e"]) == pytest.approx(2 / 3)  # LCS 3: P = 3/4, R = 3/5
+    assert exact_match([" x = 1\n", "y"], ["x = 1", "z"]) == 0.5
+    cb = codebleu(["return x"], ["return x + 1"])
+    bp = math.exp(1 - 4 / 2)
+    assert cb["ngram_match"] == pytest.approx(bp * (1 * 1 * 0.1 * 0.1) ** 0.25)  # eps 0.1 for 0 matches
+    # recall, keywords weigh 1: (1 + 0.2) / (1 + 3 * 0.2), then 1/3, 0.1/2, 0.1/1; no brevity
+    # penalty, since the package takes every reference's length as 2 in this part (see metrics.py)
+    assert cb["weighted_ngram_match"] == pytest.approx((0.75 * (1 / 3) * 0.05 * 0.1) ** 0.25)
+    assert codebleu(["f(1)"], ["x = f(1)"])["syntax_match"] == pytest.approx(1 / 3)  # the Call subtree only
+    assert codebleu(["y = g(2)"], ["x = f(1)"])["syntax_match"] == 1.0  # names and values do not count
+    assert codebleu(["x = f('1')"], ["x = f(1)"])["syntax_match"] == 0.0  # str vs int constant
+    # data flow of the reference: 1 -> x, x -> x, 1, (x, 1) -> y: five edges, literals count as
+    # names (as in the package), then renamed by order of appearance
+    ref = "x = 1\ny = x + 1"
+    assert codebleu(["a = 1\nb = a + 1"], [ref])["dataflow_match"] == 1.0  # renamed: same edges
+    assert codebleu(["a = 1\nb = 2"], [ref])["dataflow_match"] == pytest.approx(2 / 5)  # 1 and 1 -> a
+    assert codebleu(["b = 2\nprint(b)"], [ref])["dataflow_match"] == pytest.approx(3 / 5)  # and b -> b
+    assert codebleu(["x = = 1"], [ref])["syntax_match"] == 0.0  # does not parse: no structure
+    assert meteor(["a b c d"], ["a b c d"]) == pytest.approx(1 - 0.5 * (1 / 4) ** 3)  # one chunk of 4
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        bleu4(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="empty"):
+        evaluate([], [])
+    odd = ["", "   \n", "ñ = 'ü' + \"日本\"", "x = = (", "y " * 5000, "def f(:\n  return"]
+    out = evaluate(odd, list(reversed(odd)))
+    assert all(v is None or 0 <= v <= 1 for v in out.values())
+    assert evaluate(odd, odd)["exact_match"] == 1.0
+
+
+def test_meteor_without_wordnet(monkeypatch):
+    def missing():
+        raise LookupError("METEOR needs WordNet: online, nltk.download('wordnet'); offline, apt-get install wordnet-base")
+    monkeypatch.setattr(metrics, "_wordnet", missing)
+    with pytest.warns(UserWarning, match="METEOR skipped: METEOR needs WordNet"):
+        assert evaluate(["a"], ["a"])["meteor"] is None
+    with pytest.raises(LookupError, match="apt-get install wordnet-base"):
+        meteor(["a"], ["a"])
+
+
+def _pairs():
+    """500 CoNaLa test snippets, each against a perturbed copy (a token dropped, two swapped, a name
+    renamed, or the snippet itself), plus the edge cases: 506 pairs."""
+    snippets = [p["snippet"] for p in json.load(open(CONALA))]
+    rng = random.Random(0)
+    hyps = []
+    for i, s in enumerate(snippets):
+        parts = re.findall(r"\w+|[^\w\s]|\s+", s)
+        idx = [j for j, p in enumerate(parts) if not p.isspace()]
+        kind = i % 4
+        if kind == 0 and len(idx) > 1:
+            parts.pop(rng.choice(idx))
+        elif kind == 1 and len(idx) > 1:
+            j = rng.randrange(len(idx) - 1)
+            parts[idx[j]], parts[idx[j + 1]] = parts[idx[j + 1]], parts[idx[j]]
+        elif kind == 2:
+            names = sorted({p for p in parts if p.isidentifier()})
+            if names:
+                old = rng.choice(names)
+                parts = ["renamed" if p == old else p for p in parts]
+        hyps.append("".join(parts))
+    edge = ["", "  ", "x = = (", "ñ = 'ü'", "a " * 3000, "print(1)"]
+    return hyps + edge, snippets + list(reversed(edge))
+
+
+def _chunks(hyps, refs, size=10):
+    return [(hyps[i:i + size], refs[i:i + size]) for i in range(0, len(hyps), size)]
+
+
+def test_against_sacrebleu_nltk_rouge():
+    import sacrebleu
+    from nltk.translate.bleu_score import corpus_bleu
+    from rouge_score import rouge_scorer
+    hyps, refs = _pairs()
+    assert len(hyps) >= 500
+    join = lambda xs: [" ".join(tokenize_code(x)) for x in xs]
+    for h, r in _chunks(hyps, refs) + [(hyps, refs)]:
+        for smooth, method in ((False, "none"), (True, "add-k")):
+            want = sacrebleu.corpus_bleu(join(h), [join(r)], tokenize="none", smooth_method=method,
+                                         smooth_value=1 if smooth else None).score / 100
+            assert bleu4(h, r, smooth) == pytest.approx(want, abs=1e-9)
+        assert chrf(h, r) == pytest.approx(sacrebleu.corpus_chrf(h, [r]).score / 100, abs=1e-9)
+    long_enough = [(h, r) for h, r in zip(hyps, refs) if len(tokenize_code(h)) >= 4]
+    h4, r4 = zip(*long_enough)
+    want = corpus_bleu([[tokenize_code(r)] for r in r4], [tokenize_code(h) for h in h4])
+    assert bleu4(list(h4), list(r4)) == pytest.approx(want, abs=1e-9)
+
+    class Tok:
+        tokenize = staticmethod(tokenize_code)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=Tok())
+    for h, r in zip(hyps, refs):
+        assert rouge_l([h], [r]) == pytest.approx(scorer.score(r, h)["rougeL"].fmeasure, abs=1e-9)
+
+
+def test_against_codebleu_package():
+    from codebleu import calc_codebleu
+    from codebleu.dataflow_match import corpus_dataflow_match
+    from codebleu.syntax_match import corpus_syntax_match
+    from scipy.stats import spearmanr
+    hyps, refs = _pairs()
+    for h, r in _chunks(hyps, refs, 25) + [(hyps, refs)]:
+        want, got = calc_codebleu(r, h, "python"), codebleu(h, r)
+        assert got["ngram_match"] == pytest.approx(want["ngram_match_score"], abs=1e-9)
+        assert got["weighted_ngram_match"] == pytest.approx(want["weighted_ngram_match_score"], abs=1e-9)
+    # the structural parts: rank agreement per pair, on the perturbed pairs and on mismatched
+    # pairs (snippet i against snippet i + 1), which spread the scores over the whole range
+    snippets = refs[:500]
+    ours_syn, ref_syn, ours_df, ref_df = [], [], [], []
+    for h, r in zip(hyps + snippets[1:], refs + snippets[:-1]):
+        # Only where both parse: by design unparsable code scores 0 on the structural parts here,
+        # while tree-sitter recovers a partial tree and gives partial credit for it.
+        rt = metrics._parse(r)
+        if rt is None or not r.strip() or metrics._parse(h) is None:
+            continue
+        ours = codebleu([h], [r])
+        ours_syn.append(ours["syntax_match"])
+        ref_syn.append(corpus_syntax_match([[r]], [h], "python"))
+        if metrics._dataflow(rt):
+            ours_df.append(ours["dataflow_match"])
+            ref_df.append(corpus_dataflow_match([[r]], [h], "python"))
+    assert len(ours_syn) > 700 and len(ours_df) > 200
+    assert spearmanr(ours_syn, ref_syn).statistic >= 0.8
+    assert spearmanr(ours_df, ref_df).statistic >= 0.8
