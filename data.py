@@ -1,0 +1,203 @@
+"""Data: CoNaLa, CodeAlpaca and the offline `demo` corpus; tokenization and batching.
+
+A pair is {"nl": instruction, "code": reference code}. `load(name)` returns deterministic,
+disjoint {"train", "valid", "test"} splits; `encode` + `collate` turn pairs into padded tensors.
+"""
+import json
+import os
+import random
+import urllib.request
+import zlib
+
+import torch
+
+CACHE = os.environ.get("DDPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ddpt"))
+SOURCES = {  # the official releases, downloaded once into the cache when no --data-dir is given
+    "conala": ("https://www.phontron.com/download/conala-corpus-v1.1.zip", "conala-corpus/"),
+    "codealpaca": ("https://raw.githubusercontent.com/sahil280114/codealpaca/master/data/code_alpaca_20k.json", ""),
+}
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: check --data-dir")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): re-download it or pass another --data-dir") from None
+
+
+def _fields(records, path, need):
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+    for i, r in enumerate(records):
+        for field in need:
+            if not isinstance(r, dict) or not isinstance(r.get(field), str):
+                raise ValueError(f"{path}: record {i} has no text field {field!r}")
+    return records
+
+
+def _download(name):
+    """The original files in the cache; a clear error when offline."""
+    url, inner = SOURCES[name]
+    folder = os.path.join(CACHE, "data", name)
+    if os.path.isdir(folder) and os.listdir(folder):
+        return folder
+    os.makedirs(folder, exist_ok=True)
+    try:
+        tmp = os.path.join(folder, "download.tmp")
+        urllib.request.urlretrieve(url, tmp)
+    except OSError as e:
+        os.rmdir(folder) if not os.listdir(folder) else None
+        raise ConnectionError(f"cannot download {name} ({e.__class__.__name__}): pass a local copy with "
+                              f"--data-dir (for example ../shared/data/{name})") from None
+    if url.endswith(".zip"):
+        import zipfile
+        with zipfile.ZipFile(tmp) as z:
+            for member in ("conala-train.json", "conala-test.json"):
+                with open(os.path.join(folder, member), "wb") as f:
+                    f.write(z.read(inner + member))
+        os.remove(tmp)
+    else:
+        os.replace(tmp, os.path.join(folder, os.path.basename(url)))
+    return folder
+
+
+def _split(pairs, fractions, seed):
+    """Shuffle by seed, then cut: deterministic and disjoint."""
+    idx = list(range(len(pairs)))
+    random.Random(seed).shuffle(idx)
+    out, start = [], 0
+    for frac in fractions:
+        end = start + round(frac * len(pairs))
+        out.append([pairs[i] for i in idx[start:end]])
+        start = end
+    out[-1] += [pairs[i] for i in idx[start:]]
+    return out
+
+
+def load(name="demo", data_dir=None, seed=0):
+    if name == "demo":
+        return demo(seed)
+    if name not in SOURCES:
+        raise ValueError(f"unknown --data {name!r}: use demo, conala or codealpaca")
+    folder = data_dir or _download(name)
+    if name == "conala":
+        splits = {}
+        for split in ("train", "test"):
+            path = os.path.join(folder, f"conala-{split}.json")
+            recs = _fields(_read_json(path), path, ["intent", "snippet"])
+            splits[split] = [{"nl": r.get("rewritten_intent") or r["intent"], "code": r["snippet"]} for r in recs]
+        valid_share = 200 / len(splits["train"])  # validation carved from train by seed
+        splits["valid"], splits["train"] = _split(splits["train"], [valid_share, 1 - valid_share], seed)
+        return splits
+    names = [f for f in ("code_alpaca_20k.json", "code_alpaca_2k.json") if os.path.exists(os.path.join(folder, f))]
+    if not names:
+        raise FileNotFoundError(f"no code_alpaca_20k.json or code_alpaca_2k.json in {folder}: check --data-dir")
+    path = os.path.join(folder, names[0])
+    recs = _fields(_read_json(path), path, ["instruction", "output"])
+    pairs = [{"nl": r["instruction"] + ("\n" + r["input"] if r.get("input") else ""), "code": r["output"]}
+             for r in recs]
+    train, valid, test = _split(pairs, [0.9, 0.05, 0.05], seed)
+    return {"train": train, "valid": valid, "test": test}
+
+
+# ---- the offline demo corpus -------------------------------------------------------------------
+# The same intents, with drawn names and values, rendered in Python, Bash and SQL. The tiny LM
+# learns to follow a language tag; DDPT's task is Python under a vague prompt.
+INTENTS = [  # (instruction, python, bash, sql); {n} a name, {v} a number, {w} {u} words
+    ("sort {n}", "{n}.sort()", "sort {n}.txt", "SELECT * FROM {n} ORDER BY 1;"),
+    ("show the first {v} items of {n}", "print({n}[:{v}])", "head -n {v} {n}.txt", "SELECT * FROM {n} LIMIT {v};"),
+    ("show the last {v} items of {n}", "print({n}[-{v}:])", "tail -n {v} {n}.txt",
+     "SELECT * FROM {n} ORDER BY id DESC LIMIT {v};"),
+    ("remove duplicates from {n}", "{n} = list(set({n}))", "sort -u {n}.txt", "SELECT DISTINCT * FROM {n};"),
+    ("count the items in {n}", "len({n})", "wc -l < {n}.txt", "SELECT COUNT(*) FROM {n};"),
+    ("reverse {n}", "{n}.reverse()", "tac {n}.txt", "SELECT * FROM {n} ORDER BY id DESC;"),
+    ("find {w} in {n}", "[x for x in {n} if '{w}' in x]", "grep '{w}' {n}.txt",
+     "SELECT * FROM {n} WHERE name LIKE '%{w}%';"),
+    ("replace {w} with {u} in {n}", "{n} = [x.replace('{w}', '{u}') for x in {n}]", "sed -i 's/{w}/{u}/g' {n}.txt",
+     "UPDATE {n} SET name = REPLACE(name, '{w}', '{u}');"),
+    ("sum the values of {n}", "sum({n})", "paste -sd+ {n}.txt | bc", "SELECT SUM(value) FROM {n};"),
+    ("delete {n}", "del {n}", "rm {n}.txt", "DROP TABLE {n};"),
+    ("add {v} to every item of {n}", "{n} = [x + {v} for x in {n}]", "awk '{{print $1 + {v}}}' {n}.txt",
+     "UPDATE {n} SET value = value + {v};"),
+    ("make {n} upper case", "{n} = [x.upper() for x in {n}]", "tr a-z A-Z < {n}.txt", "SELECT UPPER(name) FROM {n};"),
+]
+NAMES = ("users orders items logs words prices scores names files lines rows records values tasks events "
+         "emails cities books songs notes jobs posts tags votes links").split()
+WORDS = "red blue cat dog sun tea map key box fox ink owl".split()
+TAGS = {  # four wordings of each language tag; the prompt DDPT starts from names no language
+    "python": ["Python:", "In Python,", "Write Python code to", "# python"],
+    "bash": ["Bash:", "In Bash,", "Write a shell command to", "# bash"],
+    "sql": ["SQL:", "In SQL,", "Write an SQL query to", "-- sql"],
+}
+MIX = {"bash": 0.45, "sql": 0.30, "python": 0.25}  # pre-training mix: Python is the rarest
+
+
+def _held_out(i, name):
+    """A fifth of the (intent, name) combinations never appear in training, in any language."""
+    return zlib.crc32(f"{i}:{name}".encode()) % 5 == 0
+
+
+def _render(rng, held_out):
+    while True:
+        i, name = rng.randrange(len(INTENTS)), rng.choice(NAMES)
+        if _held_out(i, name) == held_out:
+            break
+    w, u = rng.sample(WORDS, 2)
+    slots = dict(n=name, v=rng.randint(2, 20), w=w, u=u)
+    nl, *code = (t.format(**slots) for t in INTENTS[i])
+    return nl, dict(zip(("python", "bash", "sql"), code), combo=(i, name))
+
+
+def demo(seed=0, n_train=2000, n_valid=100, n_test=200):
+    """Python pairs for DDPT; valid and test use only held-out (intent, name) combinations."""
+    rng = random.Random(seed)
+    make = lambda k, held: [{"nl": nl, "code": code["python"], "combo": code["combo"]}
+                            for nl, code in (_render(rng, held) for _ in range(k))]
+    return {"train": make(n_train, False), "valid": make(n_valid, True), "test": make(n_test, True)}
+
+
+def demo_pretraining(n=20_000, seed=0):
+    """(language tag, instruction, code) in all three languages, training combinations only."""
+    rng, out = random.Random(seed + 1), []
+    langs, weights = list(MIX), list(MIX.values())
+    for _ in range(n):
+        lang = rng.choices(langs, weights)[0]
+        nl, code = _render(rng, False)
+        out.append((rng.choice(TAGS[lang]), nl, code[lang]))
+    return out
+
+
+# ---- tokenization and batching -----------------------------------------------------------------
+def encode(pairs, tok, max_nl=128, max_code=128):
+    """Token ids of each instruction and code (code ends with EOS). Over-long ones are cut, and counted."""
+    if not pairs:
+        raise ValueError("no pairs to encode: the split is empty (check --data and --data-dir)")
+    nl = tok([p["nl"] for p in pairs], add_special_tokens=False)["input_ids"]
+    code = tok([p["code"] for p in pairs], add_special_tokens=False)["input_ids"]
+    out, cut = [], 0
+    for a, b in zip(nl, code):
+        cut += len(a) > max_nl or len(b) >= max_code
+        out.append((a[:max_nl], b[:max_code - 1] + [tok.eos_token_id]))
+    return out, cut
+
+
+def collate(examples, pad_id):
+    """Right-padded instruction ids + mask, and code labels padded with -100 (ignored by the loss)."""
+    L = max(len(a) for a, _ in examples)
+    M = max(len(b) for _, b in examples)
+    ids = torch.full((len(examples), L), pad_id)
+    mask = torch.zeros(len(examples), L, dtype=torch.long)
+    labels = torch.full((len(examples), M), -100)
+    for i, (a, b) in enumerate(examples):
+        ids[i, :len(a)], mask[i, :len(a)], labels[i, :len(b)] = torch.tensor(a), 1, torch.tensor(b)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def batches(examples, batch_size, pad_id, shuffle=False, generator=None):
+    order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else range(len(examples))
+    order = list(order)
+    for i in range(0, len(order), batch_size):
+        yield collate([examples[j] for j in order[i:i + batch_size]], pad_id)

@@ -1,0 +1,202 @@
+"""The LLM bridge: a frozen model fed [context ; instruction] as `inputs_embeds`.
+
+    encoder-decoder:  encoder input = [C + s x0 ; E[q]],      loss = CE(y | encoder input)
+    decoder-only:     sequence      = [C + s x0 ; E[q] ; E[y]], loss on the y positions only
+
+Gradients flow to the context only. Also: loading by short name, hub id or local folder;
+the manual context C = E[c] and the embedding scale s; greedy generation; nearest tokens;
+and the offline `tiny` model, a small T5 this project pre-trains itself.
+"""
+import os
+import shutil
+import time
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import data
+
+PAPER_PROMPT = "Generate Python code for the following instruction:"
+SHORT = {n: f"Salesforce/{n}" for n in ("codet5p-220m", "codet5p-770m")}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load(name="tiny", dtype="fp32", device="cpu", data_name="demo", device_map=None, data_dir=None):
+    """(model, tokenizer), frozen: eval mode, no parameter requires grad."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown --dtype {dtype!r}: use fp32, bf16 or fp16")
+    path = tiny_path(data_name) if name == "tiny" else SHORT.get(name, name)
+    if name == "tiny" and not os.path.exists(os.path.join(path, "config.json")):
+        pretrain_tiny(path, data_name, data_dir=data_dir)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = cls.from_pretrained(path, dtype=DTYPES[dtype], device_map=device_map)
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"cannot load model {name!r} ({str(e).splitlines()[0][:120]}): if it is not cached and "
+                           "the hub is unreachable, pass a local folder with --model, or use --model tiny") from None
+    if device_map is None:
+        model.to(device)
+    if tok.pad_token_id is None:  # decoder-only tokenizers often have none: pad with EOS, masked anyway
+        tok.pad_token = tok.eos_token
+    model.eval().requires_grad_(False)
+    return model, tok
+
+
+def embeddings(model):
+    return model.get_input_embeddings().weight
+
+
+def context_from_text(model, tok, text, n):
+    """The manual context C = E[c] (n, d) and the embedding scale s = RMS of E's entries.
+
+    The text's tokens are cut to n, or padded to n with the pad token's embedding. A padded
+    prompt is *not* the plain text prompt to the LLM (the pad embeddings are attended to), so
+    the tables keep the plain text (`text_context`) as the manual baseline.
+    """
+    ids = tok(text, add_special_tokens=False)["input_ids"][:n]
+    ids = ids + [tok.pad_token_id] * (n - len(ids))
+    E = embeddings(model).detach()
+    return E[torch.tensor(ids, device=E.device)].float(), E.float().pow(2).mean().sqrt().item()
+
+
+def text_context(model, tok, text):
+    """The plain text prompt as a context: its token embeddings, unpadded (n' x d)."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    E = embeddings(model).detach()
+    return E[torch.tensor(ids, dtype=torch.long, device=E.device)].float()
+
+
+def _inputs(model, context, batch):
+    """[context ; instruction] embeddings and mask; context (n, d) or (B, n, d)."""
+    E = model.get_input_embeddings()
+    ids, mask = batch["input_ids"].to(E.weight.device), batch["attention_mask"].to(E.weight.device)
+    B = ids.shape[0]
+    ctx = context.to(E.weight.device, E.weight.dtype)
+    ctx = ctx.expand(B, -1, -1) if ctx.dim() == 2 else ctx
+    ones = torch.ones(B, ctx.shape[1], dtype=mask.dtype, device=mask.device)
+    return torch.cat([ctx, E(ids)], 1), torch.cat([ones, mask], 1)
+
+
+def _causal(model, context, batch):
+    """Decoder-only: per example [context ; instruction ; code], right-padded; labels on code only."""
+    emb, mask = _inputs(model, context, batch)
+    E, labels = model.get_input_embeddings(), batch["labels"].to(emb.device)
+    rows, masks, labs = [], [], []
+    for i in range(emb.shape[0]):
+        keep, code = mask[i].bool(), labels[i][labels[i] != -100]
+        rows.append(torch.cat([emb[i][keep], E(code)]))
+        labs.append(torch.cat([torch.full((int(keep.sum()),), -100, device=emb.device), code]))
+    L = max(len(r) for r in rows)
+    pad = lambda x, v: torch.cat([x, x.new_full((L - len(x),) + x.shape[1:], v)])
+    seq = torch.stack([pad(r, 0) for r in rows])
+    att = torch.stack([pad(torch.ones(len(r), dtype=torch.long, device=emb.device), 0) for r in rows])
+    return seq, att, torch.stack([pad(lb, -100) for lb in labs])
+
+
+def token_losses(model, context, batch):
+    """Cross-entropy of every code token (B, M), 0 at padding; and the mask of real tokens."""
+    if model.config.is_encoder_decoder:
+        emb, mask = _inputs(model, context, batch)
+        labels = batch["labels"].to(emb.device)
+        logits = model(inputs_embeds=emb, attention_mask=mask, labels=labels).logits
+    else:
+        seq, att, labels = _causal(model, context, batch)
+        logits = model(inputs_embeds=seq, attention_mask=att).logits[:, :-1]
+        labels = labels[:, 1:]  # position i predicts token i + 1
+    ce = nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    return ce, labels != -100
+
+
+def loss(model, context, batch):
+    """Mean token cross-entropy of the reference code given [context ; instruction]."""
+    ce, real = token_losses(model, context, batch)
+    return ce.sum() / real.sum()
+
+
+def example_losses(model, context, batch):
+    """Mean cross-entropy per example (B,): the LLM's own score of each candidate."""
+    ce, real = token_losses(model, context, batch)
+    return ce.sum(1) / real.sum(1)
+
+
+@torch.no_grad()
+def generate(model, tok, context, batch, max_new_tokens=128, num_beams=1):
+    """Greedy (or beam) decoding from [context ; instruction]; returns strings."""
+    emb, mask = _inputs(model, context, batch)
+    if not model.config.is_encoder_decoder:  # left-pad, so every prompt ends where generation starts
+        lengths = mask.sum(1)
+        emb = torch.stack([torch.roll(e, int(emb.shape[1] - n), 0) for e, n in zip(emb, lengths)])
+        mask = torch.stack([torch.roll(m, int(mask.shape[1] - n), 0) for m, n in zip(mask, lengths)])
+    out = model.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
+                         num_beams=num_beams, do_sample=False, pad_token_id=tok.pad_token_id)
+    return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+
+
+@torch.no_grad()
+def nearest_tokens(model, tok, context, k=5):
+    """For each context position, the k vocabulary tokens of highest cosine similarity."""
+    E = nn.functional.normalize(embeddings(model).float(), dim=-1)
+    sims = nn.functional.normalize(context.to(E.device).float(), dim=-1) @ E.T
+    return [[tok.decode([i]) for i in row] for row in sims.topk(k, dim=-1).indices.tolist()]
+
+
+# ---- the offline tiny model --------------------------------------------------------------------
+def tiny_path(data_name):
+    return os.path.join(data.CACHE, f"tiny-{data_name}")
+
+
+def build_tokenizer(texts, vocab_size=600):
+    """A byte-level BPE trained on `texts`, with <pad> = 0, </s> = 1, <unk> = 2 as T5 expects."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def pretrain_tiny(path, data_name="demo", minutes=3.5, n_pairs=20_000, seed=0, batch_size=64, data_dir=None):
+    """Build a small byte-level BPE and a 2+2-layer T5, pre-train it for `minutes` on the
+    (tagged instruction, code) pairs of the data set's train split, save it with save_pretrained."""
+    from transformers import T5Config, T5ForConditionalGeneration
+    if data_name == "demo":
+        pairs = data.demo_pretraining(n_pairs, seed)
+    else:  # a real data set: its own train split, under the default manual prompt
+        pairs = [(PAPER_PROMPT, p["nl"], p["code"]) for p in data.load(data_name, data_dir, seed)["train"]]
+    torch.manual_seed(seed)
+    tok = build_tokenizer([t for p in pairs for t in p])
+    config = T5Config(vocab_size=len(tok), d_model=128, d_kv=32, d_ff=512, num_layers=2, num_decoder_layers=2,
+                      num_heads=4, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    model = T5ForConditionalGeneration(config)
+    # the prompt and the instruction are tokenized apart, as DDPT feeds them: [prompt ; instruction]
+    examples, _ = data.encode([{"nl": nl, "code": code} for _, nl, code in pairs], tok, 64, 64)
+    prompts = {p: tok(p, add_special_tokens=False)["input_ids"] for p, _, _ in pairs}
+    examples = [(prompts[p] + a, b) for (p, _, _), (a, b) in zip(pairs, examples)]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    g, t0, step = torch.Generator().manual_seed(seed), time.time(), 0
+    bar = tqdm(total=int(minutes * 60), desc=f"pre-training tiny on {data_name} (one-off)", unit="s")
+    while time.time() - t0 < minutes * 60:
+        for batch in data.batches(examples, batch_size, tok.pad_token_id, shuffle=True, generator=g):
+            E = model.get_input_embeddings()
+            out = model(inputs_embeds=E(batch["input_ids"]), attention_mask=batch["attention_mask"],
+                        labels=batch["labels"])
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            step += 1
+            bar.n = min(int(time.time() - t0), bar.total)
+            bar.set_postfix(loss=f"{out.loss.item():.3f}", step=step)
+            if time.time() - t0 >= minutes * 60:
+                break
+    bar.close()
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)  # a crash mid-save leaves no half-written model behind

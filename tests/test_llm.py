@@ -1,0 +1,102 @@
+"""llm.py on small models built from a config, saved and loaded by path like a hub model."""
+import pytest
+import torch
+
+import data
+import llm
+
+TEXTS = ["Generate Python code:", "sort the list", "x = sorted(x)", "print(len(items))", "def f(a): return a"]
+PAIRS = [{"nl": "sort the list nums", "code": "nums.sort()"},
+         {"nl": "count the items in a very long list of things", "code": "len(things)"},
+         {"nl": "print it", "code": "print(x + y + z)"}]
+
+
+@pytest.fixture(scope="module", params=["t5", "gpt2"])
+def small(request, tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+    torch.manual_seed(0)
+    tok = llm.build_tokenizer(TEXTS * 20 + [p["nl"] + p["code"] for p in PAIRS], vocab_size=300)
+    if request.param == "t5":
+        model = T5ForConditionalGeneration(T5Config(
+            vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0,
+            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    else:
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                                           eos_token_id=1, bos_token_id=1, pad_token_id=0))
+    path = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return llm.load(str(path))
+
+
+def test_frozen_after_load(small):
+    model, _ = small
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_zero_direction_identity(small):
+    """A context that is exactly a text's embeddings gives the model's own loss and output on ids."""
+    model, tok = small
+    text = "Generate Python code:"
+    ctx = llm.text_context(model, tok, text)
+    ex, _ = data.encode(PAIRS[:1], tok)
+    batch = data.collate(ex, tok.pad_token_id)
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"] + ex[0][0]])
+    code = batch["labels"]
+    if model.config.is_encoder_decoder:
+        want = model(input_ids=ids, labels=code).loss
+        gen = model.generate(input_ids=ids, max_new_tokens=12, do_sample=False)
+    else:
+        full = torch.cat([ids, code], 1)
+        labels = torch.cat([torch.full_like(ids, -100), code], 1)  # hand-built: code tokens only
+        want = model(input_ids=full, labels=labels).loss
+        gen = model.generate(input_ids=ids, max_new_tokens=12, do_sample=False, pad_token_id=0)[:, ids.shape[1]:]
+    assert llm.loss(model, ctx, batch).item() == pytest.approx(want.item(), abs=1e-5)
+    want_text = tok.batch_decode(gen, skip_special_tokens=True)[0].strip()
+    assert llm.generate(model, tok, ctx, batch, max_new_tokens=12) == [want_text]
+
+
+def test_padding_does_not_change_losses(small):
+    model, tok = small
+    C, _ = llm.context_from_text(model, tok, "Generate Python code:", 6)
+    ex, _ = data.encode(PAIRS, tok)
+    together = llm.example_losses(model, C, data.collate(ex, tok.pad_token_id))
+    for i in range(len(ex)):
+        alone = llm.loss(model, C, data.collate(ex[i:i + 1], tok.pad_token_id))
+        assert together[i].item() == pytest.approx(alone.item(), abs=1e-5)
+    gen_all = llm.generate(model, tok, C, data.collate(ex, tok.pad_token_id), max_new_tokens=8)
+    gen_one = [llm.generate(model, tok, C, data.collate(ex[i:i + 1], tok.pad_token_id), max_new_tokens=8)[0]
+               for i in range(len(ex))]
+    assert gen_all == gen_one
+
+
+def test_gradient_reaches_context_only(small):
+    model, tok = small
+    C, s = llm.context_from_text(model, tok, "Generate Python code:", 6)
+    assert s == pytest.approx(llm.embeddings(model).pow(2).mean().sqrt().item())
+    ctx = torch.nn.Parameter(C.clone())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam([ctx], lr=1e-2)
+    ex, _ = data.encode(PAIRS, tok)
+    llm.loss(model, ctx.expand(3, -1, -1), data.collate(ex, tok.pad_token_id)).backward()
+    assert ctx.grad is not None and ctx.grad.abs().sum() > 0
+    opt.step()
+    assert not torch.equal(ctx.data, C)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_context_from_text_and_nearest(small):
+    model, tok = small
+    C, _ = llm.context_from_text(model, tok, "sort the list", 12)
+    n_text = len(tok("sort the list", add_special_tokens=False)["input_ids"])
+    assert C.shape == (12, model.config.hidden_size if hasattr(model.config, "hidden_size") else C.shape[1])
+    assert torch.equal(C[:n_text], llm.text_context(model, tok, "sort the list"))
+    assert torch.equal(C[n_text:], llm.embeddings(model)[tok.pad_token_id].expand(12 - n_text, -1))
+    near = llm.nearest_tokens(model, tok, llm.text_context(model, tok, "sort the list"), k=3)
+    assert [row[0] for row in near] == [tok.decode([i]) for i in tok("sort the list", add_special_tokens=False)["input_ids"]]
+
+
+def test_unknown_model_is_one_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="pass a local folder with --model, or use --model tiny"):
+        llm.load(str(tmp_path / "no-such-model"))

@@ -1,0 +1,158 @@
+"""Train DDPT (and the soft-prompt-tuning baseline) against a frozen code LLM.
+
+    python train.py                                       # offline: tiny model, demo data, both methods
+    python train.py --model codet5p-220m --data conala --data-dir ../shared/data/conala --dtype bf16
+
+The run folder (--out) gets config.json, log.jsonl and one checkpoint per method
+(ddpt.pt, prompt-tuning.pt) that sample.py reads. --resume continues a stopped run exactly.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import data
+import llm
+from ddpt import DDPT, check_meta, load_checkpoint, save_checkpoint
+
+LR = {"ddpt": 1e-4, "prompt-tuning": 3e-2}  # each method at its own rate: see the README's sweep
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--model", default="tiny", help="short name (codet5p-220m ... instructcodet5p-16b, tiny), hub id or local folder")
+    a("--data", default="demo", choices=["demo", "conala", "codealpaca"], help="data set")
+    a("--data-dir", default=None, help="local copy of the data set (default: download into the cache)")
+    a("--method", default="both", choices=["both", "ddpt", "prompt-tuning"], help="what to train")
+    a("--n", type=int, default=10, help="context length in tokens")
+    a("--prompt", default=None, help="manual prompt text (default: 'Write code:' on demo, else the paper's)")
+    a("--schedule", default="linear", choices=["linear", "cosine", "sqrt"], help="noise schedule")
+    a("--T", type=int, default=2000, help="diffusion steps")
+    a("--r", type=int, default=512, help="denoiser width (the intrinsic dimension)")
+    a("--blocks", type=int, default=2, help="residual MLP blocks in the denoiser")
+    a("--x0", default="self", choices=["self", "zero"], help="x0 noised in training: own estimate, or the manual prompt (paper)")
+    a("--lr", type=float, default=None, help=f"learning rate (default per method: {LR})")
+    a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    a("--clip", type=float, default=1.0, help="gradient-norm clipping")
+    a("--batch-size", type=int, default=16, help="pairs per step")
+    a("--steps", type=int, default=600, help="optimiser steps per method")
+    a("--eval-every", type=int, default=200, help="held-out loss and checkpoint every this many steps")
+    a("--max-code", type=int, default=128, help="code tokens kept per pair (longer ones are cut and counted)")
+    a("--seed", type=int, default=0, help="seed of the data split, initialisation and noise")
+    a("--out", default=None, help="run folder (default out/<model>-<data>)")
+    a("--resume", action="store_true", help="continue the run in --out")
+    a("--dtype", default="fp32", choices=list(llm.DTYPES), help="LLM weights dtype")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
+    a("--device-map", default=None, help="'auto' to shard a large LLM over the visible GPUs")
+    args = p.parse_args(argv)
+    args.prompt = args.prompt or ("Write code:" if args.data == "demo" else llm.PAPER_PROMPT)
+    args.out = args.out or os.path.join("out", f"{os.path.basename(args.model.rstrip('/'))}-{args.data}")
+    return args
+
+
+def prompt_module(method, args, C, s):
+    """The trained part: a DDPT denoiser, or the soft prompt itself (Lester et al. 2021), both
+    starting exactly at the manual context C."""
+    if method == "ddpt":
+        return DDPT(C, s, args.T, args.schedule, args.r, args.blocks, args.x0)
+    soft = nn.Module()
+    soft.context = nn.Parameter(C.clone())
+    return soft
+
+
+def meta(method, args, C):
+    m = dict(n=C.shape[0], d=C.shape[1], model=args.model, prompt=args.prompt)
+    return m | (dict(T=args.T, schedule=args.schedule, r=args.r, blocks=args.blocks) if method == "ddpt" else {})
+
+
+@torch.no_grad()
+def heldout_loss(model, ctx, examples, pad_id, batch_size=32):
+    total = count = 0
+    for b in data.batches(examples, batch_size, pad_id):
+        ce, real = llm.token_losses(model, ctx, b)
+        total, count = total + ce.sum().item(), count + real.sum().item()
+    return total / count
+
+
+def current_contexts(method, module, k=4):
+    """The prompts the method would use now: k DDIM-50 samples for DDPT (cheap), the soft prompt."""
+    if method == "ddpt":
+        return list(module.sample(k, steps=min(50, module.diffusion.T), generator=torch.Generator().manual_seed(0))[0])
+    return [module.context.detach()]
+
+
+def train(method, args, model, tok, train_ex, valid_ex, log):
+    device = llm.embeddings(model).device
+    C, s = llm.context_from_text(model, tok, args.prompt, args.n)
+    module = prompt_module(method, args, C, s).to(device)
+    trained = module.denoiser if method == "ddpt" else module  # what the checkpoint holds
+    params = list(trained.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr or LR[method], weight_decay=args.weight_decay)
+    g = torch.Generator().manual_seed(args.seed)
+    path, step = os.path.join(args.out, f"{method}.pt"), 0
+    if args.resume and os.path.exists(path):
+        ckpt = load_checkpoint(path)
+        check_meta(ckpt, method, meta(method, args, C))
+        trained.load_state_dict(ckpt["weights"])
+        opt.load_state_dict(ckpt["optimizer"])
+        g.set_state(ckpt["rng"])
+        step = ckpt["step"]
+
+    def save(next_step):
+        save_checkpoint({"kind": method, "meta": meta(method, args, C), "weights": trained.state_dict(),
+                         "optimizer": opt.state_dict(), "rng": g.get_state(), "step": next_step}, path)
+
+    manual = heldout_loss(model, llm.text_context(model, tok, args.prompt), valid_ex, tok.pad_token_id)
+    bar = tqdm(range(step, args.steps), initial=step, total=args.steps, desc=method)
+    for step in bar:
+        idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
+        batch = data.collate([train_ex[i] for i in idx], tok.pad_token_id)
+        ctx = module.training_contexts(args.batch_size, g) if method == "ddpt" else module.context
+        loss = llm.loss(model, ctx, batch)
+        if not math.isfinite(loss.item()):
+            sys.exit(f"{method}: the loss became {loss.item()} at step {step}; the last good checkpoint "
+                     f"is kept in {path}. Lower --lr or use --dtype fp32.")
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, args.clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        record = {"method": method, "step": step + 1, "loss": loss.item()}
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            losses = [heldout_loss(model, c, valid_ex, tok.pad_token_id) for c in current_contexts(method, module)]
+            record |= {"valid_loss": sum(losses) / len(losses), "valid_loss_manual": manual}
+            bar.write(f"{method} step {step + 1}: held-out loss {record['valid_loss']:.4f} (manual prompt {manual:.4f})")
+            save(step + 1)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+    return module
+
+
+def main(argv=None):
+    args = parse(argv)
+    if os.path.exists(os.path.join(args.out, "config.json")) and not args.resume:
+        sys.exit(f"{args.out} already holds a run: pass --resume to continue it, or another --out")
+    os.makedirs(args.out, exist_ok=True)
+    torch.manual_seed(args.seed)
+    model, tok = llm.load(args.model, args.dtype, args.device, args.data, args.device_map, args.data_dir)
+    splits = data.load(args.data, args.data_dir, args.seed)
+    train_ex, cut = data.encode(splits["train"], tok, max_code=args.max_code)
+    valid_ex, _ = data.encode(splits["valid"], tok, max_code=args.max_code)
+    print(f"{len(train_ex)} training pairs ({cut} cut to --max-code {args.max_code}), {len(valid_ex)} validation pairs")
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump(vars(args) | {"truncated_train_pairs": cut}, f, indent=2)
+    methods = ["ddpt", "prompt-tuning"] if args.method == "both" else [args.method]
+    with open(os.path.join(args.out, "log.jsonl"), "a") as log:
+        for method in methods:
+            train(method, args, model, tok, train_ex, valid_ex, log)
+    print(f"checkpoints in {args.out}: next, python sample.py --out {args.out}")
+
+
+if __name__ == "__main__":
+    main()
