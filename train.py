@@ -145,8 +145,9 @@ def main(argv=None):
     train_ex, cut = data.encode(splits["train"], tok, max_code=args.max_code)
     valid_ex, _ = data.encode(splits["valid"], tok, max_code=args.max_code)
     print(f"{len(train_ex)} training pairs ({cut} cut to --max-code {args.max_code}), {len(valid_ex)} validation pairs")
-    with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(vars(args) | {"truncated_train_pairs": cut}, f, indent=2)
+    if not args.resume:  # a resumed run keeps the config it started with
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(vars(args) | {"truncated_train_pairs": cut}, f, indent=2)
     methods = ["ddpt", "prompt-tuning"] if args.method == "both" else [args.method]
     with open(os.path.join(args.out, "log.jsonl"), "a") as log:
         for method in methods:
