@@ -155,4 +155,7 @@ def write(args, cfg, rows, cos, differ, near, gens_by, test, cut, x0):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (RuntimeError, ValueError, OSError) as e:  # bad input: one line that says what to do
+        sys.exit(f"error: {e}")

@@ -20,7 +20,7 @@ import data
 import llm
 from ddpt import DDPT, check_meta, load_checkpoint, save_checkpoint
 
-LR = {"ddpt": 1e-4, "prompt-tuning": 3e-2}  # each method at its own rate: see the README's sweep
+LR = {"ddpt": 3e-5, "prompt-tuning": 3e-2}  # each method at its own rate: see the README's sweep
 
 
 def parse(argv=None):
@@ -156,4 +156,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (RuntimeError, ValueError, OSError) as e:  # bad input: one line that says what to do
+        sys.exit(f"error: {e}")
