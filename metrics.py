@@ -1,16 +1,7 @@
 """Code-generation metrics, written from scratch: BLEU-4, ChrF, Rouge-L, simplified CodeBLEU,
 exact match; METEOR through nltk. `hyps` and `refs` are lists of strings, one reference per
-hypothesis; every score is in [0, 1]. No model code here.
-
-What each one equals (checked in tests/test_metrics.py on CoNaLa pairs):
-  bleu4     sacrebleu BLEU, tokenize="none" on `tokenize_code` tokens, smooth "none" / "add-k" (k = 1).
-            nltk's corpus_bleu agrees only when every hypothesis has >= 4 tokens: nltk counts at
-            least one n-gram (denominator max(1, count)) for shorter ones, sacrebleu counts none.
-  chrf      sacrebleu chrF (character 6-grams, beta = 2, whitespace removed, corpus statistics).
-  rouge_l   rouge_score's rougeL F-measure given `tokenize_code` as its tokenizer, averaged.
-  meteor    nltk's meteor_score on `tokenize_code` tokens, averaged.
-  codebleu  n-gram parts equal to the `codebleu` package's; syntax and data-flow parts from
-            Python's `ast` instead of tree-sitter (rank-correlated with the package's, not equal).
+hypothesis; every score is in [0, 1]. No model code here. What each equals (sacrebleu, nltk,
+rouge_score, the codebleu package) is in the README's Metrics section and tests/test_metrics.py.
 """
 import ast
 import glob
@@ -38,13 +29,20 @@ def _check(hyps, refs):
         raise ValueError("no hypotheses to score: the lists are empty")
 
 
+def _tokens(hyps, refs):
+    _check(hyps, refs)
+    return [tokenize_code(h) for h in hyps], [tokenize_code(r) for r in refs]
+
+
 def _ngrams(tokens, n):
     return Counter(zip(*(tokens[i:] for i in range(n)))) if n > 1 else Counter(tokens)
 
 
 # ---- BLEU-4 (Papineni et al. 2002) -------------------------------------------------------------
 def _bleu(hyp_toks, ref_toks, smooth=False):
-    """BP * exp(mean_n log p_n), p_n = clipped n-gram matches / hypothesis n-grams, summed over the corpus."""
+    """BP * exp(mean_n log p_n), p_n = clipped n-gram matches / hypothesis n-grams, summed over the
+    corpus: sacrebleu's BLEU. nltk's corpus_bleu differs for hypotheses under 4 tokens, where it
+    counts one n-gram (a max(1, count) denominator) and sacrebleu none."""
     correct, total, c, r = [0] * 4, [0] * 4, 0, 0
     for h, ref in zip(hyp_toks, ref_toks):
         c, r = c + len(h), r + len(ref)
@@ -66,8 +64,7 @@ def _bleu(hyp_toks, ref_toks, smooth=False):
 
 
 def bleu4(hyps, refs, smooth=False):
-    _check(hyps, refs)
-    return _bleu([tokenize_code(h) for h in hyps], [tokenize_code(r) for r in refs], smooth)
+    return _bleu(*_tokens(hyps, refs), smooth)
 
 
 # ---- ChrF (Popovic 2015) -----------------------------------------------------------------------
@@ -87,8 +84,7 @@ def chrf(hyps, refs, order=6, beta=2.0):
     seen = [(m / nh, m / nr) for nh, nr, m in stats if nh > 0 and nr > 0]
     if not seen:
         return 0.0
-    p, r = sum(x for x, _ in seen) / len(seen), sum(y for _, y in seen) / len(seen)
-    b2 = beta ** 2
+    p, r, b2 = sum(x for x, _ in seen) / len(seen), sum(y for _, y in seen) / len(seen), beta ** 2
     return (1 + b2) * p * r / (b2 * p + r) if p + r > 0 else 0.0
 
 
@@ -99,8 +95,7 @@ def _lcs(a, b):
     masks = {}
     for i, tok in enumerate(a):
         masks[tok] = masks.get(tok, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
+    v = full = (1 << len(a)) - 1
     for tok in b:
         u = v & masks.get(tok, 0)
         v = ((v + u) | (v - u)) & full
@@ -119,28 +114,28 @@ def _rouge_l(hyp_toks, ref_toks):
 
 def rouge_l(hyps, refs):
     """Mean over pairs of F1(P = LCS / |hyp|, R = LCS / |ref|)."""
-    _check(hyps, refs)
-    return _rouge_l([tokenize_code(h) for h in hyps], [tokenize_code(r) for r in refs])
+    return _rouge_l(*_tokens(hyps, refs))
 
 
 # ---- METEOR (Banerjee & Lavie 2005), through nltk ----------------------------------------------
 def _wordnet():
-    """nltk's WordNet, or a clear error. Offline, Debian's wordnet-base holds WordNet 3.0's files:
-    copy them where nltk looks (~/nltk_data; it refuses links that leave its folder) and add the `lexnames` table nltk's reader needs,
-    taken from the lexnames(5WN) man page of that package."""
+    """nltk's WordNet, or a clear error. Offline, Debian's wordnet-base holds WordNet 3.0: copy it
+    where nltk looks (~/nltk_data; nltk refuses links out of its folder) and add the `lexnames`
+    table its reader needs, from the lexnames(5WN) man page of the same package."""
+    import gzip
     import nltk
     from nltk.corpus import wordnet
     try:
         wordnet.ensure_loaded()
         return wordnet
-    except LookupError:
+    except (LookupError, OSError):  # absent, or a copy left half-made
         pass
     debian, man = "/usr/share/wordnet", "/usr/share/man/man5/lexnames.5WN.gz"
     if not (os.path.exists(f"{debian}/data.noun") and os.path.exists(man)):
         raise LookupError("METEOR needs WordNet: online, python -c \"import nltk; nltk.download('wordnet')\"; "
                           "offline, apt-get install wordnet-base wordnet-sense-index")
-    import gzip
-    target = os.path.join(os.path.expanduser("~"), "nltk_data", "corpora", "wordnet")
+    home = os.path.expanduser("~/nltk_data")
+    target = os.path.join(home, "corpora", "wordnet")
     os.makedirs(target, exist_ok=True)
     for f in glob.glob(f"{debian}/*"):
         if os.path.isfile(f) and not os.path.exists(os.path.join(target, os.path.basename(f))):
@@ -149,8 +144,7 @@ def _wordnet():
     rows = re.findall(r"^(\d\d)\t(\w+)\.(\w+)", gzip.open(man, "rt").read(), flags=re.M)
     with open(os.path.join(target, "lexnames"), "w") as f:
         f.writelines(f"{num}\t{pos}.{name}\t{category[pos]}\n" for num, pos, name in rows)
-    if os.path.expanduser("~/nltk_data") not in nltk.data.path:
-        nltk.data.path.append(os.path.expanduser("~/nltk_data"))
+    nltk.data.path += [] if home in nltk.data.path else [home]
     wordnet.ensure_loaded()  # a lazy loader that failed loads afresh on the next use
     return wordnet
 
@@ -163,41 +157,43 @@ def _meteor(hyp_toks, ref_toks):
 
 
 def meteor(hyps, refs):
-    _check(hyps, refs)
-    return _meteor([tokenize_code(h) for h in hyps], [tokenize_code(r) for r in refs])
+    return _meteor(*_tokens(hyps, refs))
 
 
 # ---- Simplified CodeBLEU (Ren et al. 2020) -----------------------------------------------------
 # 0.25 BLEU + 0.25 keyword-weighted BLEU (whitespace tokens, as the `codebleu` package computes
-# them: nltk-style clipping, max(1, count) denominators, epsilon 0.1 for zero matches)
-# + 0.25 syntax match + 0.25 data-flow match, both from Python's own `ast`.
+# them) + 0.25 syntax match + 0.25 data-flow match, both from Python's own `ast`.
 PY_KEYWORDS = set("False None True and as assert async await break class continue def del elif else "
                   "except finally for from global if import in is lambda nonlocal not or pass raise "
                   "return try while with yield match case type".split())
 
 
-def _codebleu_ngram(hyp_toks, ref_toks, weighted):
-    num, den, c, r = [0.0] * 4, [0.0] * 4, 0, 0
+def _codebleu_ngrams(hyp_toks, ref_toks):
+    """(ngram_match, weighted_ngram_match) from one pass over the n-grams. The first is BLEU with
+    precision = clipped hypothesis n-grams / max(1, hypothesis n-grams); the second is a recall
+    over reference n-grams, unigrams weighted 1 for keywords and 0.2 otherwise. Zero matches count
+    0.1 (nltk's method1). The package's weighted part measures each reference's length as
+    len([tokens, weights]) = 2 for its brevity penalty: kept, so scores stay comparable."""
+    num, den, wnum, wden, c, r = [0.0] * 4, [0.0] * 4, [0.0] * 4, [0.0] * 4, 0, 0
     for h, ref in zip(hyp_toks, ref_toks):
-        # the package's weighted part measures each reference's length as len([tokens, weights])
-        # = 2 for its brevity penalty; kept, so that the scores stay comparable with published ones
-        c, r = c + len(h), r + (2 if weighted else len(ref))
+        c, r = c + len(h), r + len(ref)
         for n in range(1, 5):
             hc, rc = _ngrams(h, n), _ngrams(ref, n)
-            if not weighted:  # precision: clipped hypothesis n-grams / hypothesis n-grams
-                num[n - 1] += sum((hc & rc).values())
-                den[n - 1] += max(1, len(h) - n + 1)
-            elif n == 1:  # recall over reference tokens, keywords weigh 1, other tokens 0.2
+            hits = sum((hc & rc).values())
+            num[n - 1], den[n - 1] = num[n - 1] + hits, den[n - 1] + max(1, len(h) - n + 1)
+            if n == 1:
                 w = {t: 1.0 if t in PY_KEYWORDS else 0.2 for t in rc}
-                num[0] += sum(w[t] * min(k, hc[t]) for t, k in rc.items())
-                den[0] += max(1, sum(w[t] * k for t, k in rc.items()))
+                wnum[0] += sum(w[t] * min(k, hc[t]) for t, k in rc.items())
+                wden[0] += max(1, sum(w[t] * k for t, k in rc.items()))
             else:
-                num[n - 1] += sum((hc & rc).values())
-                den[n - 1] += max(1, len(ref) - n + 1)
-    if num[0] == 0:
-        return 0.0
-    bp = 1.0 if c > r else 0.0 if c == 0 else math.exp(1 - r / c)
-    return bp * math.exp(math.fsum(0.25 * math.log((p if p else 0.1) / q) for p, q in zip(num, den)))
+                wnum[n - 1], wden[n - 1] = wnum[n - 1] + hits, wden[n - 1] + max(1, len(ref) - n + 1)
+
+    def score(num, den, r):
+        if num[0] == 0:
+            return 0.0
+        bp = 1.0 if c > r else 0.0 if c == 0 else math.exp(1 - r / c)
+        return bp * math.exp(math.fsum(0.25 * math.log((p if p else 0.1) / q) for p, q in zip(num, den)))
+    return score(num, den, r), score(wnum, wden, 2 * len(hyp_toks))
 
 
 def _parse(code):
@@ -276,12 +272,11 @@ def _dataflow(tree):
                 visit(g)
             for child in ([node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]):
                 visit(child)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            if node.id in defined:
-                add(at(node), node.id, "comesFrom", [node.id])
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in defined:
+            add(at(node), node.id, "comesFrom", [node.id])
         elif isinstance(node, ast.arg):
             defined.add(node.arg)
-        else:
+        elif not isinstance(node, ast.Name):
             for child in ast.iter_child_nodes(node):
                 visit(child)
 
@@ -315,7 +310,7 @@ def _structure(hyps, refs):
 def codebleu(hyps, refs):
     _check(hyps, refs)
     ht, rt = [h.split() for h in hyps], [r.split() for r in refs]
-    parts = dict(ngram_match=_codebleu_ngram(ht, rt, False), weighted_ngram_match=_codebleu_ngram(ht, rt, True))
+    parts = dict(zip(("ngram_match", "weighted_ngram_match"), _codebleu_ngrams(ht, rt)))
     parts["syntax_match"], parts["dataflow_match"] = _structure(hyps, refs)
     return {"codebleu": sum(parts.values()) / 4, **parts}
 
@@ -328,8 +323,7 @@ def exact_match(hyps, refs):
 def evaluate(hyps, refs, with_meteor=True):
     """Every metric on one set of pairs; code is tokenized once. METEOR is None (with a warning)
     when WordNet is missing, instead of failing the whole table."""
-    _check(hyps, refs)
-    ht, rt = [tokenize_code(h) for h in hyps], [tokenize_code(r) for r in refs]
+    ht, rt = _tokens(hyps, refs)
     out = {"bleu4": _bleu(ht, rt), "codebleu": codebleu(hyps, refs)["codebleu"], "meteor": None,
            "chrf": chrf(hyps, refs), "rouge_l": _rouge_l(ht, rt), "exact_match": exact_match(hyps, refs)}
     if with_meteor:
