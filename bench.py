@@ -98,7 +98,7 @@ def bench_train(steps=20):
     model, tok = llm.load("tiny")
     C, s = llm.context_from_text(model, tok, "Write code:", 10)
     ddpt = DDPT(C, s)
-    batch = data.collate(data.load("demo")["train"][:16], tok)
+    batch = data.collate(data.encode(data.load("demo")["train"][:16], tok)[0], tok.pad_token_id)
     opt = torch.optim.AdamW(ddpt.denoiser.parameters(), lr=1e-4)
     den = llm_t = 0.0
     for _ in range(steps):
@@ -111,6 +111,15 @@ def bench_train(steps=20):
         opt.step()
         opt.zero_grad()
         den, llm_t = den + (t1 - t0) + (time.perf_counter() - t2), llm_t + (t2 - t1)
+    big = DDPT(torch.randn(10, 1024), 1.0)  # the paper's D = 10 240: the denoiser half alone
+    big_opt = torch.optim.AdamW(big.denoiser.parameters(), lr=1e-4)
+    def big_step():
+        big.training_contexts(16).pow(2).mean().backward()
+        big_opt.step()
+        big_opt.zero_grad()
+    big_ms = timed(big_step, 10) * 1e3
+    print(f"DDPT denoiser half of a training step at D = 10240, r = 512, batch 16: {big_ms:.1f} ms "
+          "(to compare with one forward+backward of the LLM)")
     print(f"DDPT training step, tiny LLM, batch 16, D = {C.numel()}: denoiser {den / steps * 1e3:.1f} ms, "
           f"LLM forward+backward {llm_t / steps * 1e3:.1f} ms, denoiser share {den / (den + llm_t):.1%}")
 
