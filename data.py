@@ -197,7 +197,6 @@ def collate(examples, pad_id):
 
 
 def batches(examples, batch_size, pad_id, shuffle=False, generator=None):
-    order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else range(len(examples))
-    order = list(order)
+    order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else list(range(len(examples)))
     for i in range(0, len(order), batch_size):
         yield collate([examples[j] for j in order[i:i + batch_size]], pad_id)

@@ -66,9 +66,13 @@ def prompt_module(method, args, C, s):
     return soft
 
 
-def meta(method, args, C):
-    m = dict(n=C.shape[0], d=C.shape[1], model=args.model, prompt=args.prompt)
-    return m | (dict(T=args.T, schedule=args.schedule, r=args.r, blocks=args.blocks) if method == "ddpt" else {})
+def checkpoint(method, module, args):
+    """Weights and what sample.py / --resume check them against: shapes, schedule, model, prompt."""
+    extra = dict(model=args.model, prompt=args.prompt)
+    if method == "ddpt":
+        return module.checkpoint(**extra)
+    return {"kind": method, "meta": dict(n=module.context.shape[0], d=module.context.shape[1], **extra),
+            "weights": module.state_dict()}
 
 
 @torch.no_grad()
@@ -98,15 +102,15 @@ def train(method, args, model, tok, train_ex, valid_ex, log):
     path, step = os.path.join(args.out, f"{method}.pt"), 0
     if args.resume and os.path.exists(path):
         ckpt = load_checkpoint(path)
-        check_meta(ckpt, method, meta(method, args, C))
+        check_meta(ckpt, method, checkpoint(method, module, args)["meta"])
         trained.load_state_dict(ckpt["weights"])
         opt.load_state_dict(ckpt["optimizer"])
         g.set_state(ckpt["rng"])
         step = ckpt["step"]
 
     def save(next_step):
-        save_checkpoint({"kind": method, "meta": meta(method, args, C), "weights": trained.state_dict(),
-                         "optimizer": opt.state_dict(), "rng": g.get_state(), "step": next_step}, path)
+        save_checkpoint(checkpoint(method, module, args) | {"optimizer": opt.state_dict(), "rng": g.get_state(),
+                                                            "step": next_step}, path)
 
     manual = heldout_loss(model, llm.text_context(model, tok, args.prompt), valid_ex, tok.pad_token_id)
     bar = tqdm(range(step, args.steps), initial=step, total=args.steps, desc=method)
