@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+import codet5p
 import data
 
 PAPER_PROMPT = "Generate Python code for the following instruction:"
@@ -30,10 +31,14 @@ def load(name="tiny", dtype="fp32", device="cpu", data_name="demo", device_map=N
     if name == "tiny" and not os.path.exists(os.path.join(path, "config.json")):
         pretrain_tiny(path, data_name, data_dir=data_dir)
     try:
-        config = AutoConfig.from_pretrained(path)
-        cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = cls.from_pretrained(path, dtype=DTYPES[dtype], device_map=device_map)
-        tok = AutoTokenizer.from_pretrained(path)
+        if codet5p.is_codet5p(path):  # CodeT5+ 2B/6B/16B: our own architecture file, no remote code
+            model = codet5p.from_pretrained(path, DTYPES[dtype], device_map)
+            tok = AutoTokenizer.from_pretrained(codet5p.NAMES.get(path, path))
+        else:
+            config = AutoConfig.from_pretrained(path)
+            cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+            model = cls.from_pretrained(path, dtype=DTYPES[dtype], device_map=device_map)
+            tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise RuntimeError(f"cannot load model {name!r} ({str(e).splitlines()[0][:120]}): if it is not cached and "
                            "the hub is unreachable, pass a local folder with --model, or use --model tiny") from None
