@@ -103,6 +103,49 @@ def load(name="demo", data_dir=None, seed=0):
     return {"train": train, "valid": valid, "test": test}
 
 
+# ---- the CodeFusion benchmarks (Singh et al. 2023) ---------------------------------------------
+CODEFUSION = "https://raw.githubusercontent.com/microsoft/prose-benchmarks/main/CodeFusion/"
+CF_FILES = {"python": ("PythonBenchmarks.json", None), "bash": ("BashBenchmarks.json", "BashSnippets.txt"),
+            "cf": ("CFRuleBenchmarks.json", "ConditionalFormattingSnippets.txt")}
+
+
+def load_codefusion(lang, data_dir=None, seed=0, alpaca_dir=None):
+    """{"train", "valid", "test"} pairs and "snippets" (code only, for pre-training) of one language.
+    Python has no snippet file: the code of its training pairs, plus CodeAlpaca's answers when
+    `alpaca_dir` is given. Validation: 5% of train, carved by seed."""
+    if lang not in CF_FILES:
+        raise ValueError(f"unknown CodeFusion language {lang!r}: use python, bash or cf")
+    bench, snips = CF_FILES[lang]
+    folder = data_dir or os.path.join(CACHE, "data", "codefusion")
+    for f in filter(None, (bench, snips)):
+        if not data_dir and not os.path.exists(os.path.join(folder, f)):
+            os.makedirs(folder, exist_ok=True)
+            try:
+                urllib.request.urlretrieve(CODEFUSION + f, os.path.join(folder, f + ".tmp"))
+                os.replace(os.path.join(folder, f + ".tmp"), os.path.join(folder, f))
+            except OSError as e:
+                raise ConnectionError(f"cannot download {f} ({e.__class__.__name__}): pass a local copy with "
+                                      "--data-dir (for example ../shared/data/codefusion)") from None
+    path = os.path.join(folder, bench)
+    raw = _read_json(path)
+    splits, no_nl = {}, []  # a pair without an utterance (CoNaLa's null intents) can only be a snippet
+    for k in ("train", "test"):
+        recs = _fields(raw.get(k), f"{path} [{k}]", ["Code"])
+        splits[k] = [{"nl": r["NL Utterance"].strip(), "code": r["Code"].strip()} for r in recs
+                     if isinstance(r.get("NL Utterance"), str)]
+        no_nl += [r["Code"].strip() for r in recs if not isinstance(r.get("NL Utterance"), str)]
+    splits["valid"], splits["train"] = _split(splits["train"], [0.05, 0.95], seed)
+    splits["without_utterance"] = no_nl
+    if snips:
+        with open(os.path.join(folder, snips), encoding="utf-8") as f:
+            splits["snippets"] = [line.strip() for line in f if line.strip()]
+    else:
+        splits["snippets"] = [p["code"] for p in splits["train"]] + no_nl
+        if alpaca_dir:
+            splits["snippets"] += [p["code"] for p in load("codealpaca", alpaca_dir, seed)["train"]]
+    return splits
+
+
 # ---- the offline demo corpus -------------------------------------------------------------------
 # The same intents, with drawn names and values, rendered in Python, Bash and SQL. The tiny LM
 # learns to follow a language tag; DDPT's task is Python under a vague prompt.

@@ -153,15 +153,16 @@ def tiny_path(data_name):
     return os.path.join(data.CACHE, f"tiny-{data_name}")
 
 
-def build_tokenizer(texts, vocab_size=600):
+def build_tokenizer(texts, vocab_size=600, extra=()):
     """A byte-level BPE trained on `texts`, with <pad> = 0, </s> = 1, <unk> = 2 as T5 expects."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>", *extra],
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   additional_special_tokens=list(extra))
 
 
 def pretrain_tiny(path, data_name="demo", steps=3000, n_pairs=20_000, seed=0, batch_size=64, data_dir=None):

@@ -1,0 +1,225 @@
+"""Train CodeFusion and its baselines on one language of the CodeFusion benchmarks; write the tables.
+
+    python train_codefusion.py --lang python --data-dir ../shared/data/codefusion
+    python train_codefusion.py --lang bash --data-dir ../shared/data/codefusion
+
+In one run, on the same test pairs: CodeFusion (pre-trained with unsupervised generation and CPD,
+then fine-tuned), its ablations (no pre-training, no CPD, grounding), and an autoregressive T5 of
+about the same size trained on the same pairs (top-k from beam search and from sampling). Tables:
+top-1/3/5 exact match and BLEU-4, valid top-1 syntax, diversity of the top-5, a denoising trajectory.
+"""
+import argparse
+import itertools
+import json
+import os
+import random
+import re
+import time
+
+import torch
+from tqdm import tqdm
+
+import data
+import llm
+import metrics
+from codefusion import MASK, CodeFusion, cpd_mask, valid_syntax
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--lang", default="python", choices=["python", "bash", "cf"], help="benchmark language")
+    a("--data-dir", default=None, help="folder of the CodeFusion files (default: download into the cache)")
+    a("--alpaca-dir", default=None, help="CodeAlpaca folder: its answers join Python's pre-training snippets")
+    a("--d", type=int, default=128, help="width (paper: 512)")
+    a("--layers", default="2,4,2", help="encoder, denoiser, decoder layers (paper: CodeT5-small's 6, 10, 6)")
+    a("--n", type=int, default=64, help="program length in tokens (paper: 128)")
+    a("--T", type=int, default=1200, help="diffusion steps (sqrt schedule)")
+    a("--vocab", type=int, default=2000, help="BPE vocabulary size")
+    a("--pretrain-steps", type=int, default=1500, help="code-only pre-training steps")
+    a("--finetune-steps", type=int, default=1500, help="(utterance, code) fine-tuning steps")
+    a("--batch-size", type=int, default=32, help="batch size")
+    a("--lr", type=float, default=5e-4, help="AdamW learning rate, no weight decay (the paper's)")
+    a("--k", type=int, default=5, help="candidates per utterance (top-k)")
+    a("--steps", type=int, default=50, help="DDIM steps for the tables (the trajectory uses all T)")
+    a("--limit", type=int, default=200, help="test pairs scored")
+    a("--seed", type=int, default=0, help="seed")
+    a("--out", default=None, help="run folder (default out/codefusion-<lang>)")
+    args = p.parse_args(argv)
+    args.out = args.out or os.path.join("out", f"codefusion-{args.lang}")
+    return args
+
+
+def ids(tok, texts, length, pad_id):
+    """Token ids padded (or cut) to `length`; returns (tensor, number cut)."""
+    rows = tok(texts, add_special_tokens=False)["input_ids"]
+    out = torch.full((len(rows), length), pad_id)
+    for i, r in enumerate(rows):
+        out[i, :min(len(r), length)] = torch.tensor(r[:length], dtype=torch.long)
+    return out, sum(len(r) > length for r in rows)
+
+
+def train_cf(args, tok, splits, pretrain, cpd, log):
+    g = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    e, n_den, dec = map(int, args.layers.split(","))
+    model = CodeFusion(len(tok), tok.pad_token_id, args.d, 4, e, n_den, dec, args.n, 64, args.T)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    pad = tok.pad_token_id
+    snippets = splits["snippets"]
+    pairs = splits["train"]
+    stages = ([("pretrain", args.pretrain_steps)] if pretrain else []) + [("finetune", args.finetune_steps)]
+    for stage, steps in stages:
+        for step in tqdm(range(steps), desc=f"CodeFusion {stage}"):
+            if stage == "pretrain":
+                code = [snippets[i] for i in torch.randint(len(snippets), (args.batch_size,), generator=g)]
+                y, _ = ids(tok, code, args.n, pad)
+                if cpd and torch.rand(1, generator=g).item() < 0.5:  # CPD: E reads the masked code
+                    mem, mem_pad = model.encode(ids(tok, [cpd_mask(c, args.lang) for c in code], 64, pad)[0])
+                else:  # unsupervised generation: fresh noise in place of E(s)
+                    mem, mem_pad = torch.randn(len(code), 8, args.d, generator=g), None
+            else:
+                batch = [pairs[i] for i in torch.randint(len(pairs), (args.batch_size,), generator=g)]
+                y, _ = ids(tok, [p["code"] for p in batch], args.n, pad)
+                mem, mem_pad = model.encode(ids(tok, [p["nl"] for p in batch], 64, pad)[0])
+            terms = model.losses(y, mem, mem_pad, g)
+            loss = sum(terms.values())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad()
+            if (step + 1) % 100 == 0:
+                log.write(json.dumps({"stage": stage, "step": step + 1, **{k: v.item() for k, v in terms.items()}}) + "\n")
+    return model.eval()
+
+
+def strings(tok, rows, pad_id):
+    """Decode each row up to its first pad."""
+    out = []
+    for r in rows.tolist():
+        r = r[:r.index(pad_id)] if pad_id in r else r
+        out.append(tok.decode(r, skip_special_tokens=True).strip())
+    return out
+
+
+def cf_candidates(model, tok, src, args, ground=False):
+    g = torch.Generator().manual_seed(args.seed)
+    out = []
+    for i in range(0, len(src), 32):
+        out += strings(tok, model.sample(src[i:i + 32], args.k, args.steps, g, ground), tok.pad_token_id)
+    return [out[i * args.k:(i + 1) * args.k] for i in range(len(src))]
+
+
+def train_ar(args, tok, splits):
+    """An autoregressive T5 of about CodeFusion's size, trained on the same pairs for as many steps."""
+    from transformers import T5Config, T5ForConditionalGeneration
+    torch.manual_seed(args.seed)
+    e, n_den, dec = map(int, args.layers.split(","))
+    model = T5ForConditionalGeneration(T5Config(
+        vocab_size=len(tok), d_model=args.d, d_kv=args.d // 4, d_ff=4 * args.d, num_layers=e + n_den // 2,
+        num_decoder_layers=dec + n_den - n_den // 2, num_heads=4, dropout_rate=0.0, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id))
+    examples, _ = data.encode(splits["train"], tok, 64, args.n)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(args.seed)
+    for _ in tqdm(range(args.pretrain_steps + args.finetune_steps), desc="autoregressive T5"):
+        b = data.collate([examples[i] for i in torch.randint(len(examples), (args.batch_size,), generator=g)],
+                         tok.pad_token_id)
+        model(**b).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+    return model.eval()
+
+
+@torch.no_grad()
+def ar_candidates(model, tok, test, args, sample):
+    torch.manual_seed(args.seed)
+    out = []
+    for i in range(0, len(test), 32):
+        enc = tok([p["nl"] for p in test[i:i + 32]], add_special_tokens=False, padding=True, return_tensors="pt")
+        gen = model.generate(**enc, max_new_tokens=args.n, num_return_sequences=args.k, do_sample=sample,
+                             num_beams=1 if sample else args.k, top_k=0 if sample else None)
+        out += [s.strip() for s in tok.batch_decode(gen, skip_special_tokens=True)]
+    return [out[i * args.k:(i + 1) * args.k] for i in range(len(test))]
+
+
+def edit_distance(a, b):
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def scores(cands, refs, lang, functions):
+    """Top-k exact match and BLEU-4 (best of k against the reference), valid top-1 syntax, diversity."""
+    row = {}
+    for k in (1, 3, 5):
+        best = [max(c[:k], key=lambda h: (h == r, metrics.bleu4([h], [r], smooth=True))) for c, r in zip(cands, refs)]
+        row[f"EM@{k}"], row[f"BLEU@{k}"] = metrics.exact_match(best, refs), metrics.bleu4(best, refs)
+    row["valid top-1"] = sum(valid_syntax(c[0], lang, functions) for c in cands) / len(cands)
+    toks = [[metrics.tokenize_code(h) for h in c] for c in cands]
+    for n in range(1, 5):  # distinct n-grams over all tokens of the top-5, per utterance
+        row[f"dist-{n}"] = sum(len({tuple(t[i:i + n]) for t in ts for i in range(len(t) - n + 1)})
+                               / max(1, sum(len(t) for t in ts)) for ts in toks) / len(toks)
+    dists = [edit_distance(a, b) / max(1, len(a), len(b)) for ts in toks for a, b in itertools.combinations(ts, 2)]
+    row["edit min/max/mean"] = f"{min(dists):.2f}/{max(dists):.2f}/{sum(dists) / len(dists):.2f}"
+    return row
+
+
+def main(argv=None):
+    args = parse(argv)
+    os.makedirs(args.out, exist_ok=True)
+    splits = data.load_codefusion(args.lang, args.data_dir, args.seed, args.alpaca_dir)
+    random.Random(args.seed).shuffle(splits["snippets"])
+    splits["snippets"] = splits["snippets"][:50_000]  # plenty for CPU-sized pre-training
+    test = splits["test"][:args.limit]
+    if not test:
+        raise SystemExit("the test split is empty: check --data-dir or --limit")
+    texts = [t for p in splits["train"] for t in (p["nl"], p["code"])] + splits["snippets"][:20_000]
+    tok = llm.build_tokenizer(texts, args.vocab, extra=(MASK,))
+    refs, pad = [p["code"] for p in test], tok.pad_token_id
+    src, cut = ids(tok, [p["nl"] for p in test], 64, pad)
+    functions = {f for p in splits["train"] for f in re.findall(r"([A-Za-z_]\w*)\s*\(", p["code"])}
+    rows, times, sizes = {}, {}, {}
+    with open(os.path.join(args.out, "log.jsonl"), "w") as log:
+        for name, pre, cpd in (("CodeFusion", True, True), ("no pre-training", False, False), ("no CPD", True, False)):
+            t0 = time.time()
+            model = train_cf(args, tok, splits, pre, cpd, log)
+            times[name], sizes[name] = time.time() - t0, sum(p.numel() for p in model.parameters())
+            rows[name] = scores(cf_candidates(model, tok, src, args), refs, args.lang, functions)
+            if name == "CodeFusion":
+                full = model
+                rows["grounding"] = scores(cf_candidates(model, tok, src, args, ground=True), refs, args.lang, functions)
+    t0 = time.time()
+    ar = train_ar(args, tok, splits)
+    times["T5"], sizes["T5"] = time.time() - t0, sum(p.numel() for p in ar.parameters())
+    rows["T5, beam search"] = scores(ar_candidates(ar, tok, test, args, False), refs, args.lang, functions)
+    rows["T5, sampling"] = scores(ar_candidates(ar, tok, test, args, True), refs, args.lang, functions)
+    _, path = full.sample(src[:1], 1, None, torch.Generator().manual_seed(args.seed), every=200)
+    write(args, rows, times, sizes, [(t, strings(tok, x[None], pad)[0]) for t, x in path], test, len(splits["train"]))
+
+
+def write(args, rows, times, sizes, path, test, n_train):
+    cols = list(next(iter(rows.values())))
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+    lines = [f"CodeFusion on {args.lang}: {len(test)} test pairs, {n_train} training pairs; DDIM-{args.steps}, "
+             f"k = {args.k}. Sizes: " + ", ".join(f"{k} {v / 1e6:.1f}M params, trained in {times[k] / 60:.1f} min"
+                                                  for k, v in sizes.items()), "",
+             "| system | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
+    lines += [f"| {name} | " + " | ".join(fmt(r[c]) for c in cols) + " |" for name, r in rows.items()]
+    lines += ["", f"Denoising trajectory (DDPM, all {args.T} steps), utterance: {test[0]['nl']!r}, "
+              f"reference `{test[0]['code']}`:", ""] + [f"- t = {t}: `{s}`" for t, s in path]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"rows": rows, "minutes": {k: v / 60 for k, v in times.items()}, "params": sizes}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
