@@ -56,8 +56,8 @@ def cpd_mask(code, lang):
     return "".join(parts)
 
 
-def _layers(cls, layer_cls, d, heads, n):
-    return cls(layer_cls(d, heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True), n)
+def _layers(cls, layer_cls, d, heads, n, **kw):
+    return cls(layer_cls(d, heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True), n, **kw)
 
 
 class CodeFusion(nn.Module):
@@ -66,7 +66,7 @@ class CodeFusion(nn.Module):
         super().__init__()
         self.n, self.pad_id, self.d = n, pad_id, d
         self.src_emb, self.src_pos = nn.Embedding(vocab, d), nn.Embedding(max_src, d)
-        self.E = _layers(nn.TransformerEncoder, nn.TransformerEncoderLayer, d, heads, enc_layers)
+        self.E = _layers(nn.TransformerEncoder, nn.TransformerEncoderLayer, d, heads, enc_layers, enable_nested_tensor=False)
         self.L = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.randn(n, d) * 0.02)
         self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))

@@ -116,8 +116,8 @@ def train_ar(args, tok, splits):
     torch.manual_seed(args.seed)
     e, n_den, dec = map(int, args.layers.split(","))
     model = T5ForConditionalGeneration(T5Config(
-        vocab_size=len(tok), d_model=args.d, d_kv=args.d // 4, d_ff=4 * args.d, num_layers=e + n_den // 2,
-        num_decoder_layers=dec + n_den - n_den // 2, num_heads=4, dropout_rate=0.0, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok), d_model=args.d, d_kv=args.d // 4, d_ff=4 * args.d, num_layers=(e + n_den + dec + 1) // 2,
+        num_heads=4, dropout_rate=0.0, pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id))
     examples, _ = data.encode(splits["train"], tok, 64, args.n)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)

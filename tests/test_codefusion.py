@@ -1,0 +1,73 @@
+"""CodeFusion: CPD masking, the three loss terms, and a seconds-scale run writing its table."""
+import json
+import os
+
+import pytest
+import torch
+
+import train_codefusion
+from codefusion import MASK, CodeFusion, cpd_mask, valid_syntax
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "codefusion")
+
+
+def test_cpd_masks_identifiers_and_keywords_only():
+    code = "for x in sorted(my_list, key=len):\n    print('a b', x + 1)  # done"
+    want = (f"{MASK} {MASK} {MASK} {MASK}({MASK}, {MASK}={MASK}):\n"
+            f"    {MASK}('a b', {MASK} + 1)  # done")
+    assert cpd_mask(code, "python") == want
+    assert cpd_mask("grep -r 'foo bar' . | wc -l", "bash") == f"{MASK} -r 'foo bar' . | {MASK} -l"
+    assert cpd_mask("AND(GreaterThan(25),LessThan(50))", "cf") == f"{MASK}({MASK}(25),{MASK}(50))"
+
+
+def test_valid_syntax():
+    assert valid_syntax("x = [1, 2]", "python") and not valid_syntax("x = [1, 2", "python")
+    assert valid_syntax("ls -l | wc -l", "bash") and not valid_syntax("if then fi (", "bash")
+    assert valid_syntax("AND(LessThan(5),Blanks())", "cf", {"AND", "LessThan", "Blanks"})
+    assert not valid_syntax("AND(LessThan(5)", "cf", {"AND", "LessThan"})
+    assert not valid_syntax("Foo(5)", "cf", {"AND"})
+
+
+def small(vocab=20, d=24):
+    torch.manual_seed(0)
+    return CodeFusion(vocab, 0, d=d, heads=4, enc_layers=1, den_layers=1, dec_layers=1, n=6, max_src=8, T=100)
+
+
+def test_loss_terms_vanish_where_they_should():
+    model = small()
+    y, src = torch.randint(1, 20, (3, 6)), torch.randint(1, 20, (3, 5))
+    mem, pad = model.encode(src)
+    # a perfect denoiser (x0_hat = L(y)) predicts the noise exactly; a decoder passing it on matches L(y)
+    model.denoise = lambda x_t, t, m, p: model.L(y)
+    model.decode = lambda x0_hat, m, p: x0_hat
+    with torch.no_grad():  # and a head that reads tokens back off L: cross-entropy near 0
+        model.L.weight.copy_(torch.eye(20, 24) * 10)
+        model.H.weight.copy_(torch.eye(20, 24) * 10)
+        model.H.bias.zero_()
+    terms = model.losses(y, mem, pad, torch.Generator().manual_seed(0))
+    assert terms["eps"].item() < 1e-8 and terms["dec"].item() == 0.0 and terms["ce"].item() < 1e-3
+
+
+def test_each_term_reaches_what_it_trains():
+    model = small()
+    y, src = torch.randint(1, 20, (3, 6)), torch.randint(1, 20, (3, 5))
+    reach = {"eps": ["N.", "L.", "E.", "t_mlp."], "dec": ["D."], "ce": ["H.", "D."]}
+    for term, prefixes in reach.items():
+        model.zero_grad()
+        mem, pad = model.encode(src)
+        model.losses(y, mem, pad, torch.Generator().manual_seed(0))[term].backward()
+        for prefix in prefixes:
+            grads = [p.grad for k, p in model.named_parameters() if k.startswith(prefix)]
+            assert any(g is not None and g.abs().sum() > 0 for g in grads), (term, prefix)
+
+
+def test_seconds_scale_run_writes_its_table(tmp_path):
+    train_codefusion.main(["--lang", "cf", "--data-dir", SHARED, "--pretrain-steps", "4", "--finetune-steps", "4",
+                           "--limit", "6", "--steps", "5", "--T", "200", "--d", "32", "--layers", "1,1,1",
+                           "--n", "16", "--vocab", "300", "--out", str(tmp_path)])
+    table = open(tmp_path / "results.md").read()
+    for name in ("CodeFusion", "grounding", "no pre-training", "no CPD", "T5, beam search", "T5, sampling",
+                 "EM@5", "dist-4", "edit min/max/mean", "t = 200", "t = 0"):
+        assert name in table
+    rows = json.load(open(tmp_path / "results.json"))["rows"]
+    assert all(0 <= r["EM@1"] <= r["EM@3"] <= r["EM@5"] <= 1 for r in rows.values())
