@@ -15,11 +15,11 @@ from ddpt import load_checkpoint
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A tiny model pre-trained for 800 steps (the default is 3000), in a cache of its own."""
+    """A tiny model pre-trained for 1500 steps (the default is 3000; 800 left the vague prompt too close), in a cache of its own."""
     folder = tmp_path_factory.mktemp("cache")
     old = data.CACHE
     data.CACHE = str(folder)
-    llm.pretrain_tiny(llm.tiny_path("demo"), "demo", steps=800)
+    llm.pretrain_tiny(llm.tiny_path("demo"), "demo", steps=1500)
     yield folder
     data.CACHE = old
 
