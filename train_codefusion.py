@@ -33,10 +33,10 @@ def parse(argv=None):
     a("--alpaca-dir", default=None, help="CodeAlpaca folder: its answers join Python's pre-training snippets")
     a("--d", type=int, default=128, help="width (paper: 512)")
     a("--layers", default="2,4,2", help="encoder, denoiser, decoder layers (paper: CodeT5-small's 6, 10, 6)")
-    a("--n", type=int, default=64, help="program length in tokens (paper: 128)")
+    a("--n", type=int, default=None, help="program length in tokens (default: cf 32, python 48, bash 48; paper: 128)")
     a("--T", type=int, default=1200, help="diffusion steps (sqrt schedule)")
     a("--vocab", type=int, default=2000, help="BPE vocabulary size")
-    a("--pretrain-steps", type=int, default=1500, help="code-only pre-training steps")
+    a("--pretrain-steps", type=int, default=1000, help="code-only pre-training steps")
     a("--finetune-steps", type=int, default=1500, help="(utterance, code) fine-tuning steps")
     a("--batch-size", type=int, default=32, help="batch size")
     a("--lr", type=float, default=5e-4, help="AdamW learning rate, no weight decay (the paper's)")
@@ -46,6 +46,7 @@ def parse(argv=None):
     a("--seed", type=int, default=0, help="seed")
     a("--out", default=None, help="run folder (default out/codefusion-<lang>)")
     args = p.parse_args(argv)
+    args.n = args.n or {"cf": 32, "python": 48, "bash": 48}[args.lang]  # ~99% of test programs fit
     args.out = args.out or os.path.join("out", f"codefusion-{args.lang}")
     return args
 
@@ -182,7 +183,8 @@ def main(argv=None):
     texts = [t for p in splits["train"] for t in (p["nl"], p["code"])] + splits["snippets"][:20_000]
     tok = llm.build_tokenizer(texts, args.vocab, extra=(MASK,))
     refs, pad = [p["code"] for p in test], tok.pad_token_id
-    src, cut = ids(tok, [p["nl"] for p in test], 64, pad)
+    src, cut_nl = ids(tok, [p["nl"] for p in test], 64, pad)
+    cut = {"utterances cut to 64 tokens": cut_nl, f"references longer than n = {args.n}": ids(tok, refs, args.n, pad)[1]}
     functions = {f for p in splits["train"] for f in re.findall(r"([A-Za-z_]\w*)\s*\(", p["code"])}
     rows, times, sizes = {}, {}, {}
     with open(os.path.join(args.out, "log.jsonl"), "w") as log:
@@ -200,15 +202,16 @@ def main(argv=None):
     rows["T5, beam search"] = scores(ar_candidates(ar, tok, test, args, False), refs, args.lang, functions)
     rows["T5, sampling"] = scores(ar_candidates(ar, tok, test, args, True), refs, args.lang, functions)
     _, path = full.sample(src[:1], 1, None, torch.Generator().manual_seed(args.seed), every=200)
-    write(args, rows, times, sizes, [(t, strings(tok, x[None], pad)[0]) for t, x in path], test, len(splits["train"]))
+    write(args, rows, times, sizes, [(t, strings(tok, x[None], pad)[0]) for t, x in path], test, len(splits["train"]), cut)
 
 
-def write(args, rows, times, sizes, path, test, n_train):
+def write(args, rows, times, sizes, path, test, n_train, cut):
     cols = list(next(iter(rows.values())))
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
     lines = [f"CodeFusion on {args.lang}: {len(test)} test pairs, {n_train} training pairs; DDIM-{args.steps}, "
              f"k = {args.k}. Sizes: " + ", ".join(f"{k} {v / 1e6:.1f}M params, trained in {times[k] / 60:.1f} min"
-                                                  for k, v in sizes.items()), "",
+                                                  for k, v in sizes.items())
+             + ". Test pairs with " + ", ".join(f"{k}: {v}" for k, v in cut.items()) + ".", "",
              "| system | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
     lines += [f"| {name} | " + " | ".join(fmt(r[c]) for c in cols) + " |" for name, r in rows.items()]
     lines += ["", f"Denoising trajectory (DDPM, all {args.T} steps), utterance: {test[0]['nl']!r}, "
