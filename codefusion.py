@@ -62,11 +62,18 @@ def _layers(cls, layer_cls, d, heads, n, **kw):
 
 class CodeFusion(nn.Module):
     def __init__(self, vocab, pad_id, d=128, heads=4, enc_layers=2, den_layers=4, dec_layers=2, n=64,
-                 max_src=64, T=1200):
+                 max_src=64, T=1200, encoder=None):
+        """encoder: a pre-trained encoder to use as E (the paper: CodeT5-small's, a transformers
+        T5EncoderModel); by default a small transformer encoder is trained with the rest."""
         super().__init__()
         self.n, self.pad_id, self.d = n, pad_id, d
-        self.src_emb, self.src_pos = nn.Embedding(vocab, d), nn.Embedding(max_src, d)
-        self.E = _layers(nn.TransformerEncoder, nn.TransformerEncoderLayer, d, heads, enc_layers, enable_nested_tensor=False)
+        if encoder is None:
+            self.src_emb, self.src_pos = nn.Embedding(vocab, d), nn.Embedding(max_src, d)
+            self.E = _layers(nn.TransformerEncoder, nn.TransformerEncoderLayer, d, heads, enc_layers,
+                             enable_nested_tensor=False)
+        else:
+            self.E, width = encoder, encoder.config.d_model
+            self.E_proj = nn.Linear(width, d) if width != d else nn.Identity()
         self.L = nn.Embedding(vocab, d)
         # Unit-scale positions: x_t has unit variance, and N has no other way to tell positions
         # apart. At the usual 0.02 they drown in the noise (CF, 1,500 steps: 13% vs 46% exact
@@ -81,6 +88,8 @@ class CodeFusion(nn.Module):
     def encode(self, src):
         """E(s) for token ids (B, S) padded with pad_id; returns memory and its padding mask."""
         pad = src == self.pad_id
+        if hasattr(self, "E_proj"):  # pre-trained encoder
+            return self.E_proj(self.E(input_ids=src, attention_mask=(~pad).long()).last_hidden_state), pad
         x = self.src_emb(src) + self.src_pos(torch.arange(src.shape[1], device=src.device))
         return self.E(x, src_key_padding_mask=pad), pad
 
@@ -117,7 +126,8 @@ class CodeFusion(nn.Module):
         mem, pad = self.encode(src.repeat_interleave(k, 0))
         x_T = torch.randn(mem.shape[0], self.n, self.d, generator=generator).to(src.device)
         den = lambda x, t: self.denoise(x, t, mem, pad)
-        out = self.diffusion.sample(den, x_T, steps, 0.0 if steps else None, generator, trajectory=bool(every))
+        noise = lambda x: torch.randn(x.shape, generator=generator).to(x.device)  # a CPU generator, any device
+        out = self.diffusion.sample(den, x_T, steps, 0.0 if steps else None, noise=noise, trajectory=bool(every))
         if not every:
             return self.tokens(out, mem, pad, ground)
         x0, path = out

@@ -31,6 +31,8 @@ def parse(argv=None):
     a("--lang", default="python", choices=["python", "bash", "cf"], help="benchmark language")
     a("--data-dir", default=None, help="folder of the CodeFusion files (default: download into the cache)")
     a("--alpaca-dir", default=None, help="CodeAlpaca folder: its answers join Python's pre-training snippets")
+    a("--encoder", default=None, help="pre-trained T5 encoder as E, with its tokenizer (hub id or folder; "
+      "the paper: Salesforce/codet5-small); the T5 baseline then starts from the same checkpoint")
     a("--d", type=int, default=128, help="width (paper: 512)")
     a("--layers", default="2,4,2", help="encoder, denoiser, decoder layers (paper: CodeT5-small's 6, 10, 6)")
     a("--n", type=int, default=None, help="program length in tokens (default: cf 32, python 48, bash 48; paper: 128)")
@@ -44,6 +46,7 @@ def parse(argv=None):
     a("--steps", type=int, default=50, help="DDIM steps for the tables (the trajectory uses all T)")
     a("--limit", type=int, default=200, help="test pairs scored")
     a("--seed", type=int, default=0, help="seed")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--out", default=None, help="run folder (default out/codefusion-<lang>)")
     args = p.parse_args(argv)
     args.n = args.n or {"cf": 32, "python": 48, "bash": 48}[args.lang]  # ~99% of test programs fit
@@ -64,7 +67,14 @@ def train_cf(args, tok, splits, pretrain, cpd, log):
     g = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     e, n_den, dec = map(int, args.layers.split(","))
-    model = CodeFusion(len(tok), tok.pad_token_id, args.d, 4, e, n_den, dec, args.n, 64, args.T)
+    encoder = None
+    if args.encoder:
+        from transformers import T5EncoderModel
+        encoder = T5EncoderModel.from_pretrained(args.encoder)
+        if len(tok) > encoder.get_input_embeddings().num_embeddings:  # <mask> was added to its tokenizer
+            encoder.resize_token_embeddings(len(tok))
+    dev = args.device
+    model = CodeFusion(len(tok), tok.pad_token_id, args.d, 4, e, n_den, dec, args.n, 64, args.T, encoder).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     pad = tok.pad_token_id
     snippets = splits["snippets"]
@@ -74,15 +84,15 @@ def train_cf(args, tok, splits, pretrain, cpd, log):
         for step in tqdm(range(steps), desc=f"CodeFusion {stage}"):
             if stage == "pretrain":
                 code = [snippets[i] for i in torch.randint(len(snippets), (args.batch_size,), generator=g)]
-                y, _ = ids(tok, code, args.n, pad)
+                y = ids(tok, code, args.n, pad)[0].to(dev)
                 if cpd and torch.rand(1, generator=g).item() < 0.5:  # CPD: E reads the masked code
-                    mem, mem_pad = model.encode(ids(tok, [cpd_mask(c, args.lang) for c in code], 64, pad)[0])
+                    mem, mem_pad = model.encode(ids(tok, [cpd_mask(c, args.lang) for c in code], 64, pad)[0].to(dev))
                 else:  # unsupervised generation: fresh noise in place of E(s)
-                    mem, mem_pad = torch.randn(len(code), 8, args.d, generator=g), None
+                    mem, mem_pad = torch.randn(len(code), 8, args.d, generator=g).to(dev), None
             else:
                 batch = [pairs[i] for i in torch.randint(len(pairs), (args.batch_size,), generator=g)]
-                y, _ = ids(tok, [p["code"] for p in batch], args.n, pad)
-                mem, mem_pad = model.encode(ids(tok, [p["nl"] for p in batch], 64, pad)[0])
+                y = ids(tok, [p["code"] for p in batch], args.n, pad)[0].to(dev)
+                mem, mem_pad = model.encode(ids(tok, [p["nl"] for p in batch], 64, pad)[0].to(dev))
             terms = model.losses(y, mem, mem_pad, g)
             loss = sum(terms.values())
             loss.backward()
@@ -107,26 +117,33 @@ def cf_candidates(model, tok, src, args, ground=False):
     g = torch.Generator().manual_seed(args.seed)
     out = []
     for i in range(0, len(src), 32):
-        out += strings(tok, model.sample(src[i:i + 32], args.k, args.steps, g, ground), tok.pad_token_id)
+        out += strings(tok, model.sample(src[i:i + 32].to(args.device), args.k, args.steps, g, ground).cpu(),
+                       tok.pad_token_id)
     return [out[i * args.k:(i + 1) * args.k] for i in range(len(src))]
 
 
 def train_ar(args, tok, splits):
-    """An autoregressive T5 of about CodeFusion's size, trained on the same pairs for as many steps."""
+    """An autoregressive T5 of about CodeFusion's size (or the --encoder checkpoint's whole seq2seq
+    model), trained on the same pairs for as many steps."""
     from transformers import T5Config, T5ForConditionalGeneration
     torch.manual_seed(args.seed)
     e, n_den, dec = map(int, args.layers.split(","))
-    model = T5ForConditionalGeneration(T5Config(
-        vocab_size=len(tok), d_model=args.d, d_kv=args.d // 4, d_ff=4 * args.d, num_layers=(e + n_den + dec + 1) // 2,
-        num_heads=4, dropout_rate=0.0, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id))
+    if args.encoder:
+        model = T5ForConditionalGeneration.from_pretrained(args.encoder)
+        model.resize_token_embeddings(max(len(tok), model.get_input_embeddings().num_embeddings))
+    else:
+        model = T5ForConditionalGeneration(T5Config(
+            vocab_size=len(tok), d_model=args.d, d_kv=args.d // 4, d_ff=4 * args.d, num_layers=(e + n_den + dec + 1) // 2,
+            num_heads=4, dropout_rate=0.0, pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id))
+    model.to(args.device)
     examples, _ = data.encode(splits["train"], tok, 64, args.n)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
     for _ in tqdm(range(args.pretrain_steps + args.finetune_steps), desc="autoregressive T5"):
         b = data.collate([examples[i] for i in torch.randint(len(examples), (args.batch_size,), generator=g)],
                          tok.pad_token_id)
-        model(**b).loss.backward()
+        model(**{k: v.to(args.device) for k, v in b.items()}).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
@@ -138,7 +155,7 @@ def ar_candidates(model, tok, test, args, sample):
     torch.manual_seed(args.seed)
     out = []
     for i in range(0, len(test), 32):
-        enc = tok([p["nl"] for p in test[i:i + 32]], add_special_tokens=False, padding=True, return_tensors="pt")
+        enc = tok([p["nl"] for p in test[i:i + 32]], add_special_tokens=False, padding=True, return_tensors="pt").to(args.device)
         gen = model.generate(**enc, max_new_tokens=args.n, num_return_sequences=args.k, do_sample=sample,
                              num_beams=1 if sample else args.k, top_k=0 if sample else None)
         out += [s.strip() for s in tok.batch_decode(gen, skip_special_tokens=True)]
@@ -181,7 +198,13 @@ def main(argv=None):
     if not test:
         raise SystemExit("the test split is empty: check --data-dir or --limit")
     texts = [t for p in splits["train"] for t in (p["nl"], p["code"])] + splits["snippets"][:20_000]
-    tok = llm.build_tokenizer(texts, args.vocab, extra=(MASK,))
+    if args.encoder:  # the pre-trained encoder's own tokenizer, for utterances and code alike
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(args.encoder)
+        if MASK not in tok.get_vocab():
+            tok.add_special_tokens({"additional_special_tokens": [MASK]})
+    else:
+        tok = llm.build_tokenizer(texts, args.vocab, extra=(MASK,))
     refs, pad = [p["code"] for p in test], tok.pad_token_id
     src, cut_nl = ids(tok, [p["nl"] for p in test], 64, pad)
     cut = {"utterances cut to 64 tokens": cut_nl, f"references longer than n = {args.n}": ids(tok, refs, args.n, pad)[1]}
@@ -201,8 +224,8 @@ def main(argv=None):
     times["T5"], sizes["T5"] = time.time() - t0, sum(p.numel() for p in ar.parameters())
     rows["T5, beam search"] = scores(ar_candidates(ar, tok, test, args, False), refs, args.lang, functions)
     rows["T5, sampling"] = scores(ar_candidates(ar, tok, test, args, True), refs, args.lang, functions)
-    _, path = full.sample(src[:1], 1, None, torch.Generator().manual_seed(args.seed), every=200)
-    write(args, rows, times, sizes, [(t, strings(tok, x[None], pad)[0]) for t, x in path], test, len(splits["train"]), cut)
+    _, path = full.sample(src[:1].to(args.device), 1, None, torch.Generator().manual_seed(args.seed), every=200)
+    write(args, rows, times, sizes, [(t, strings(tok, x[None].cpu(), pad)[0]) for t, x in path], test, len(splits["train"]), cut)
 
 
 def write(args, rows, times, sizes, path, test, n_train, cut):

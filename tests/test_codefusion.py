@@ -71,3 +71,32 @@ def test_seconds_scale_run_writes_its_table(tmp_path):
         assert name in table
     rows = json.load(open(tmp_path / "results.json"))["rows"]
     assert all(0 <= r["EM@1"] <= r["EM@3"] <= r["EM@5"] <= 1 for r in rows.values())
+
+
+def test_pretrained_encoder_is_loaded_and_used(tmp_path):
+    """--encoder: a T5 checkpoint saved with save_pretrained becomes E (weights as saved, its
+    tokenizer for utterances and code, <mask> added); the width is projected to --d; a run ends
+    with its table."""
+    from transformers import T5Config, T5ForConditionalGeneration
+    import llm
+    tok = llm.build_tokenizer(["color cells greater than 5", "GreaterThan(5)", "LessThan(3)"], 300)
+    torch.manual_seed(0)
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=48, d_kv=12, d_ff=64, num_layers=1,
+                                             num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    t5.save_pretrained(tmp_path / "ckpt")
+    tok.save_pretrained(tmp_path / "ckpt")
+    argv = ["--lang", "cf", "--data-dir", SHARED, "--encoder", str(tmp_path / "ckpt"), "--d", "32", "--layers", "1,1,1",
+            "--n", "16", "--T", "200", "--limit", "4", "--steps", "5", "--out", str(tmp_path / "run")]
+    args = train_codefusion.parse(argv + ["--pretrain-steps", "0", "--finetune-steps", "0"])
+    tok2 = __import__("transformers").AutoTokenizer.from_pretrained(args.encoder)
+    tok2.add_special_tokens({"additional_special_tokens": [MASK]})
+    model = train_codefusion.train_cf(args, tok2, {"snippets": [], "train": []}, False, False, None)
+    saved = t5.get_input_embeddings().weight
+    assert torch.equal(model.E.get_input_embeddings().weight[:len(tok)], saved)
+    assert model.E.get_input_embeddings().num_embeddings == len(tok) + 1  # room for <mask>
+    src = torch.tensor([tok("color cells greater than 5", add_special_tokens=False)["input_ids"]])
+    mem, _ = model.encode(src)
+    want = model.E_proj(t5.eval().encoder(input_ids=src).last_hidden_state)
+    assert mem.shape[-1] == 32 and torch.allclose(mem, want, atol=1e-5)
+    train_codefusion.main(argv + ["--pretrain-steps", "3", "--finetune-steps", "3"])
+    assert "T5, beam search" in open(tmp_path / "run" / "results.md").read()
