@@ -23,6 +23,7 @@ import data
 import llm
 import metrics
 from codefusion import MASK, CodeFusion, cpd_mask, valid_syntax
+from ddpt import save_checkpoint
 
 
 def parse(argv=None):
@@ -101,6 +102,7 @@ def train_cf(args, tok, splits, pretrain, cpd, log):
             opt.zero_grad()
             if (step + 1) % 100 == 0:
                 log.write(json.dumps({"stage": stage, "step": step + 1, **{k: v.item() for k, v in terms.items()}}) + "\n")
+                log.flush()
     return model.eval()
 
 
@@ -218,6 +220,8 @@ def main(argv=None):
             rows[name] = scores(cf_candidates(model, tok, src, args), refs, args.lang, functions)
             if name == "CodeFusion":
                 full = model
+                save_checkpoint({"model": model.state_dict(), "args": vars(args)}, os.path.join(args.out, "codefusion.pt"))
+                tok.save_pretrained(os.path.join(args.out, "tokenizer"))
                 rows["grounding"] = scores(cf_candidates(model, tok, src, args, ground=True), refs, args.lang, functions)
     t0 = time.time()
     ar = train_ar(args, tok, splits)

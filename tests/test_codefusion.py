@@ -5,8 +5,11 @@ import os
 import pytest
 import torch
 
+from transformers import AutoTokenizer
+
 import train_codefusion
 from codefusion import MASK, CodeFusion, cpd_mask, valid_syntax
+from ddpt import load_checkpoint
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "codefusion")
 
@@ -71,6 +74,11 @@ def test_seconds_scale_run_writes_its_table(tmp_path):
         assert name in table
     rows = json.load(open(tmp_path / "results.json"))["rows"]
     assert all(0 <= r["EM@1"] <= r["EM@3"] <= r["EM@5"] <= 1 for r in rows.values())
+    ckpt = load_checkpoint(tmp_path / "codefusion.pt")  # the trained model, loadable without pickle
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+    model = CodeFusion(len(tok), tok.pad_token_id, d=32, enc_layers=1, den_layers=1, dec_layers=1, n=16, T=200)
+    model.load_state_dict(ckpt["model"])
+    assert ckpt["args"]["lang"] == "cf" and MASK in tok.get_vocab()
 
 
 def test_pretrained_encoder_is_loaded_and_used(tmp_path):
