@@ -121,13 +121,15 @@ class CodeFusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, src, k=1, steps=None, generator=None, ground=False, every=None):
-        """k programs per utterance from k noise draws: ids (B * k, n), utterance-major. every=m
+        """k programs per utterance from k noise draws: ids (B * k, n), utterance-major; DDIM with
+        `steps` steps (eta = 0), or DDPM over all T when steps is None or 0. every=m
         also returns the tokens decoded from x_t every m steps of the first utterance's first draw."""
         mem, pad = self.encode(src.repeat_interleave(k, 0))
         x_T = torch.randn(mem.shape[0], self.n, self.d, generator=generator).to(src.device)
         den = lambda x, t: self.denoise(x, t, mem, pad)
         noise = lambda x: torch.randn(x.shape, generator=generator).to(x.device)  # a CPU generator, any device
-        out = self.diffusion.sample(den, x_T, steps, 0.0 if steps else None, noise=noise, trajectory=bool(every))
+        steps, eta = (steps, 0.0) if steps else (None, None)
+        out = self.diffusion.sample(den, x_T, steps, eta, noise=noise, trajectory=bool(every))
         if not every:
             return self.tokens(out, mem, pad, ground)
         x0, path = out

@@ -44,7 +44,7 @@ def parse(argv=None):
     a("--batch-size", type=int, default=32, help="batch size")
     a("--lr", type=float, default=5e-4, help="AdamW learning rate, no weight decay (the paper's)")
     a("--k", type=int, default=5, help="candidates per utterance (top-k)")
-    a("--steps", type=int, default=50, help="DDIM steps for the tables (the trajectory uses all T)")
+    a("--steps", type=int, default=50, help="DDIM steps for the tables; 0: DDPM over all T (the trajectory: always DDPM)")
     a("--limit", type=int, default=200, help="test pairs scored")
     a("--seed", type=int, default=0, help="seed")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
@@ -157,7 +157,8 @@ def ar_candidates(model, tok, test, args, sample):
     torch.manual_seed(args.seed)
     out = []
     for i in range(0, len(test), 32):
-        enc = tok([p["nl"] for p in test[i:i + 32]], add_special_tokens=False, padding=True, return_tensors="pt").to(args.device)
+        enc = tok([p["nl"] for p in test[i:i + 32]], add_special_tokens=False, padding=True, return_tensors="pt")
+        enc = enc.to(args.device)
         gen = model.generate(**enc, max_new_tokens=args.n, num_return_sequences=args.k, do_sample=sample,
                              num_beams=1 if sample else args.k, top_k=0 if sample else None)
         out += [s.strip() for s in tok.batch_decode(gen, skip_special_tokens=True)]
@@ -209,7 +210,8 @@ def main(argv=None):
         tok = llm.build_tokenizer(texts, args.vocab, extra=(MASK,))
     refs, pad = [p["code"] for p in test], tok.pad_token_id
     src, cut_nl = ids(tok, [p["nl"] for p in test], 64, pad)
-    cut = {"utterances cut to 64 tokens": cut_nl, f"references longer than n = {args.n}": ids(tok, refs, args.n, pad)[1]}
+    cut = {"utterances cut to 64 tokens": cut_nl,
+           f"references longer than n = {args.n}": ids(tok, refs, args.n, pad)[1]}
     functions = {f for p in splits["train"] for f in re.findall(r"([A-Za-z_]\w*)\s*\(", p["code"])}
     rows, times, sizes = {}, {}, {}
     with open(os.path.join(args.out, "log.jsonl"), "w") as log:
@@ -220,7 +222,8 @@ def main(argv=None):
             rows[name] = scores(cf_candidates(model, tok, src, args), refs, args.lang, functions)
             if name == "CodeFusion":
                 full = model
-                save_checkpoint({"model": model.state_dict(), "args": vars(args)}, os.path.join(args.out, "codefusion.pt"))
+                save_checkpoint({"model": model.state_dict(), "args": vars(args)},
+                                os.path.join(args.out, "codefusion.pt"))
                 tok.save_pretrained(os.path.join(args.out, "tokenizer"))
                 rows["grounding"] = scores(cf_candidates(model, tok, src, args, ground=True), refs, args.lang, functions)
     t0 = time.time()
@@ -229,13 +232,15 @@ def main(argv=None):
     rows["T5, beam search"] = scores(ar_candidates(ar, tok, test, args, False), refs, args.lang, functions)
     rows["T5, sampling"] = scores(ar_candidates(ar, tok, test, args, True), refs, args.lang, functions)
     _, path = full.sample(src[:1].to(args.device), 1, None, torch.Generator().manual_seed(args.seed), every=200)
-    write(args, rows, times, sizes, [(t, strings(tok, x[None].cpu(), pad)[0]) for t, x in path], test, len(splits["train"]), cut)
+    path = [(t, strings(tok, x[None].cpu(), pad)[0]) for t, x in path]
+    write(args, rows, times, sizes, path, test, len(splits["train"]), cut)
 
 
 def write(args, rows, times, sizes, path, test, n_train, cut):
     cols = list(next(iter(rows.values())))
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
-    lines = [f"CodeFusion on {args.lang}: {len(test)} test pairs, {n_train} training pairs; DDIM-{args.steps}, "
+    sampler = f"DDIM-{args.steps}" if args.steps else f"DDPM-{args.T}"
+    lines = [f"CodeFusion on {args.lang}: {len(test)} test pairs, {n_train} training pairs; {sampler}, "
              f"k = {args.k}. Sizes: " + ", ".join(f"{k} {v / 1e6:.1f}M params, trained in {times[k] / 60:.1f} min"
                                                   for k, v in sizes.items())
              + ". Test pairs with " + ", ".join(f"{k}: {v}" for k, v in cut.items()) + ".", "",

@@ -108,3 +108,13 @@ def test_pretrained_encoder_is_loaded_and_used(tmp_path):
     assert mem.shape[-1] == 32 and torch.allclose(mem, want, atol=1e-5)
     train_codefusion.main(argv + ["--pretrain-steps", "3", "--finetune-steps", "3"])
     assert "T5, beam search" in open(tmp_path / "run" / "results.md").read()
+
+
+def test_sampling_ddpm_ddim_and_trajectory():
+    model = small().eval()
+    src = torch.randint(1, 20, (3, 5))
+    draw = lambda steps, **kw: model.sample(src, 2, steps, torch.Generator().manual_seed(1), **kw)
+    ddpm, ddim = draw(0), draw(10)
+    assert ddpm.shape == ddim.shape == (6, 6) and torch.equal(ddpm, draw(None)) and torch.equal(ddim, draw(10))
+    ids, path = draw(0, every=20)  # DDPM trajectory: t = 100, 80, ..., 20, then the sample itself
+    assert [t for t, _ in path] == [100, 80, 60, 40, 20, 0] and torch.equal(path[-1][1], ids[0])
