@@ -23,6 +23,7 @@ import tokenize as pytokenize
 import torch
 from torch import nn
 
+import code_ast
 from diffusion import Diffusion, timestep_embedding
 
 MASK = "<mask>"
@@ -141,12 +142,7 @@ class CodeFusion(nn.Module):
 def valid_syntax(code, lang, functions=()):
     """Python: ast.parse; Bash: `bash -n`; CF: balanced parentheses and only known rule functions."""
     if lang == "python":
-        import ast
-        try:
-            ast.parse(code)
-            return True
-        except (SyntaxError, ValueError):
-            return False
+        return code_ast.parse(code) is not None
     if lang == "bash":
         import subprocess
         return subprocess.run(["bash", "-n"], input=code, text=True, capture_output=True).returncode == 0

@@ -38,20 +38,26 @@ def _fields(records, path, need):
     return records
 
 
-def _download(name):
-    """The original files in the cache; a clear error when offline."""
-    url, inner = SOURCES[name]
-    folder = os.path.join(CACHE, "data", name)
-    if os.path.isdir(folder) and os.listdir(folder):
-        return folder
+def _fetch(url, folder, name):
+    """Download `url` to folder/download.tmp; offline, a clear error (and no empty folder left)."""
     os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, "download.tmp")
     try:
-        tmp = os.path.join(folder, "download.tmp")
         urllib.request.urlretrieve(url, tmp)
     except OSError as e:
         os.rmdir(folder) if not os.listdir(folder) else None
         raise ConnectionError(f"cannot download {name} ({e.__class__.__name__}): pass a local copy with "
                               f"--data-dir (for example ../shared/data/{name})") from None
+    return tmp
+
+
+def _download(name):
+    """The original files in the cache."""
+    url, inner = SOURCES[name]
+    folder = os.path.join(CACHE, "data", name)
+    if os.path.isdir(folder) and os.listdir(folder):
+        return folder
+    tmp = _fetch(url, folder, name)
     if url.endswith(".zip"):
         import zipfile
         with zipfile.ZipFile(tmp) as z:
@@ -119,13 +125,7 @@ def load_codefusion(lang, data_dir=None, seed=0, alpaca_dir=None):
     folder = data_dir or os.path.join(CACHE, "data", "codefusion")
     for f in filter(None, (bench, snips)):
         if not data_dir and not os.path.exists(os.path.join(folder, f)):
-            os.makedirs(folder, exist_ok=True)
-            try:
-                urllib.request.urlretrieve(CODEFUSION + f, os.path.join(folder, f + ".tmp"))
-                os.replace(os.path.join(folder, f + ".tmp"), os.path.join(folder, f))
-            except OSError as e:
-                raise ConnectionError(f"cannot download {f} ({e.__class__.__name__}): pass a local copy with "
-                                      "--data-dir (for example ../shared/data/codefusion)") from None
+            os.replace(_fetch(CODEFUSION + f, folder, "codefusion"), os.path.join(folder, f))
     path = os.path.join(folder, bench)
     raw = _read_json(path)
     splits, no_nl = {}, []  # a pair without an utterance (CoNaLa's null intents) can only be a snippet

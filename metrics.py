@@ -3,7 +3,6 @@ exact match; METEOR through nltk. `hyps` and `refs` are lists of strings, one re
 hypothesis; every score is in [0, 1]. No model code here. What each equals (sacrebleu, nltk,
 rouge_score, the codebleu package) is in the README's Metrics section and tests/test_metrics.py.
 """
-import ast
 import glob
 import math
 import os
@@ -11,6 +10,8 @@ import re
 import shutil
 import warnings
 from collections import Counter
+
+import code_ast
 
 _NON_WORD = re.compile(r"([^A-Za-z0-9_])")
 _CAMEL = re.compile(r"([a-z])([A-Z])")
@@ -162,7 +163,7 @@ def meteor(hyps, refs):
 
 # ---- Simplified CodeBLEU (Ren et al. 2020) -----------------------------------------------------
 # 0.25 BLEU + 0.25 keyword-weighted BLEU (whitespace tokens, as the `codebleu` package computes
-# them) + 0.25 syntax match + 0.25 data-flow match, both from Python's own `ast`.
+# them) + 0.25 syntax match + 0.25 data-flow match, both from Python's own `ast` (code_ast.py).
 PY_KEYWORDS = set("False None True and as assert async await break class continue def del elif else "
                   "except finally for from global if import in is lambda nonlocal not or pass raise "
                   "return try while with yield match case type".split())
@@ -196,122 +197,11 @@ def _codebleu_ngrams(hyp_toks, ref_toks):
     return score(num, den, r), score(wnum, wden, 2 * len(hyp_toks))
 
 
-def _parse(code):
-    try:
-        return ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-
-
-def _subtrees(tree):
-    """The shape of every AST node that has children: node types only, no names or values."""
-    shapes = []
-
-    def shape(node):
-        kids = [shape(k) for k in ast.iter_child_nodes(node) if not isinstance(k, ast.expr_context)]
-        name = type(node).__name__ + (f":{type(node.value).__name__}" if isinstance(node, ast.Constant) else "")
-        if not kids:
-            return name
-        shapes.append(f"({name} {' '.join(kids)})")
-        return shapes[-1]
-
-    shape(tree)
-    return shapes
-
-
-def _dataflow(tree):
-    """Def-use edges, one per token, as the codebleu package's tree-sitter data flow has them: the
-    targets of an assignment are (x, computedFrom, [every name, attribute and literal on the
-    right, in order]); each of those is (y, comesFrom, [y]) if y was assigned before, else
-    (y, comesFrom, []); any later use of an assigned x is (x, comesFrom, [x]). In source order,
-    names renamed var_0, var_1... by order of appearance, so renaming variables changes nothing."""
-    flow, defined = {}, set()  # token position -> (name, relation, parents)
-
-    def at(node):
-        return (node.lineno, node.col_offset)
-
-    def leaves(node):
-        out = []
-        for n in ast.walk(node):
-            if isinstance(n, ast.Name):
-                out.append((at(n), n.id))
-            elif isinstance(n, ast.Attribute):  # the attribute's own token ends the node
-                out.append(((n.end_lineno, n.end_col_offset - len(n.attr)), n.attr))
-            elif isinstance(n, ast.Constant):
-                out.append((at(n), repr(n.value)))
-        return sorted(out)
-
-    def add(pos, name, rel, parents):
-        if pos in flow:  # one entry per token: merge, as the package does
-            old = flow[pos]
-            parents = old[2] + [p for p in parents if p not in old[2]]
-            name, rel = old[0], old[1]
-        flow[pos] = (name, rel, parents)
-
-    def assign(targets, value):
-        visit(value)
-        src = leaves(value)
-        for pos, name in src:
-            if pos not in flow:
-                add(pos, name, "comesFrom", [name] if name in defined else [])
-        for t in targets:
-            for pos, name in leaves(t):
-                if src:
-                    add(pos, name, "computedFrom", [x for _, x in src])
-            defined.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
-
-    def visit(node):
-        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) and node.value:
-            assign(node.targets if isinstance(node, ast.Assign) else [node.target], node.value)
-        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
-            assign([node.target], node.iter)
-            for child in (node.ifs if isinstance(node, ast.comprehension) else node.body + node.orelse):
-                visit(child)
-        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            for g in node.generators:  # the loop variables are assigned before the element reads them
-                visit(g)
-            for child in ([node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]):
-                visit(child)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in defined:
-            add(at(node), node.id, "comesFrom", [node.id])
-        elif isinstance(node, ast.arg):
-            defined.add(node.arg)
-        elif not isinstance(node, ast.Name):
-            for child in ast.iter_child_nodes(node):
-                visit(child)
-
-    visit(tree)
-    names, out = {}, []
-    for _, (var, rel, parents) in sorted(flow.items()):
-        for x in parents + [var]:
-            names.setdefault(x, f"var_{len(names)}")
-        out.append((names[var], rel, tuple(names[x] for x in parents)))
-    return out
-
-
-def _structure(hyps, refs):
-    """Corpus syntax match and data-flow match: shares of the references' subtrees and edges
-    found in the hypotheses. Unparsable hypotheses match nothing; unparsable references and
-    references without data flow add nothing to the totals."""
-    s_hit = s_all = d_hit = d_all = 0
-    for h, r in zip(hyps, refs):
-        rt = _parse(r)
-        if rt is None:
-            continue
-        ht = _parse(h)
-        ref_trees, ref_flow = _subtrees(rt), _dataflow(rt)
-        hyp_trees, hyp_flow = (set(_subtrees(ht)), Counter(_dataflow(ht))) if ht else (set(), Counter())
-        s_hit, s_all = s_hit + sum(t in hyp_trees for t in ref_trees), s_all + len(ref_trees)
-        d_hit, d_all = d_hit + sum((Counter(ref_flow) & hyp_flow).values()), d_all + len(ref_flow)
-    # no reference data flow at all: nothing to match, full credit (as the package's total does)
-    return (s_hit / s_all if s_all else 0.0), (d_hit / d_all if d_all else 1.0)
-
-
 def codebleu(hyps, refs):
     _check(hyps, refs)
     ht, rt = [h.split() for h in hyps], [r.split() for r in refs]
     parts = dict(zip(("ngram_match", "weighted_ngram_match"), _codebleu_ngrams(ht, rt)))
-    parts["syntax_match"], parts["dataflow_match"] = _structure(hyps, refs)
+    parts["syntax_match"], parts["dataflow_match"] = code_ast.structure_match(hyps, refs)
     return {"codebleu": sum(parts.values()) / 4, **parts}
 
 

@@ -178,8 +178,10 @@ def edit_distance(a, b):
 def scores(cands, refs, lang, functions):
     """Top-k exact match and BLEU-4 (best of k against the reference), valid top-1 syntax, diversity."""
     row = {}
+    # each candidate's rank key, computed once for all k
+    keys = [[(h == r, metrics.bleu4([h], [r], smooth=True)) for h in c] for c, r in zip(cands, refs)]
     for k in (1, 3, 5):
-        best = [max(c[:k], key=lambda h: (h == r, metrics.bleu4([h], [r], smooth=True))) for c, r in zip(cands, refs)]
+        best = [c[max(range(len(c[:k])), key=ks.__getitem__)] for c, ks in zip(cands, keys)]
         row[f"EM@{k}"], row[f"BLEU@{k}"] = metrics.exact_match(best, refs), metrics.bleu4(best, refs)
     row["valid top-1"] = sum(valid_syntax(c[0], lang, functions) for c in cands) / len(cands)
     toks = [[metrics.tokenize_code(h) for h in c] for c in cands]

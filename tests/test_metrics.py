@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+import code_ast
 import metrics
 from metrics import bleu4, chrf, codebleu, evaluate, exact_match, meteor, rouge_l, tokenize_code
 
@@ -138,13 +139,13 @@ def test_against_codebleu_package():
     for h, r in zip(hyps + snippets[1:], refs + snippets[:-1]):
         # Only where both parse: by design unparsable code scores 0 on the structural parts here,
         # while tree-sitter recovers a partial tree and gives partial credit for it.
-        rt = metrics._parse(r)
-        if rt is None or not r.strip() or metrics._parse(h) is None:
+        rt = code_ast.parse(r)
+        if rt is None or not r.strip() or code_ast.parse(h) is None:
             continue
         ours = codebleu([h], [r])
         ours_syn.append(ours["syntax_match"])
         ref_syn.append(corpus_syntax_match([[r]], [h], "python"))
-        if metrics._dataflow(rt):
+        if code_ast.dataflow(rt):
             ours_df.append(ours["dataflow_match"])
             ref_df.append(corpus_dataflow_match([[r]], [h], "python"))
     assert len(ours_syn) > 700 and len(ours_df) > 200
