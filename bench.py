@@ -3,6 +3,8 @@
     python bench.py sampling   # DDPM-2000 and DDIM-50 seconds per prompt at D = 10 240, r = 512
     python bench.py metrics    # each metric against its reference library on ~10,000 CoNaLa pairs
     python bench.py train      # the denoiser's share of a DDPT training step (tiny LLM)
+    python bench.py llm        # SmolLM2-135M-Instruct: load, training step, generation (needs the wheel)
+    python bench.py codebleu   # our CodeBLEU against the codebleu package on broken and shuffled CoNaLa code
 """
 import argparse
 import json
@@ -98,7 +100,7 @@ def bench_train(steps=20):
     model, tok = llm.load("tiny")
     C, s = llm.context_from_text(model, tok, "Write code:", 10)
     ddpt = DDPT(C, s)
-    batch = data.collate(data.encode(data.load("demo")["train"][:16], tok)[0], tok.pad_token_id)
+    batch = data.collate(data.encode(data.load("demo")["train"][:16], tok)[0], tok)
     opt = torch.optim.AdamW(ddpt.denoiser.parameters(), lr=1e-4)
     den = llm_t = 0.0
     for _ in range(steps):
@@ -124,8 +126,103 @@ def bench_train(steps=20):
           f"LLM forward+backward {llm_t / steps * 1e3:.1f} ms, denoiser share {den / (den + llm_t):.1%}")
 
 
+def perturb(snippets, seed=0, drop=0.05, rename=0.03):
+    """Broken code for the CodeBLEU comparison: each token dropped with probability `drop`, each
+    name renamed with probability `rename`."""
+    rng, out = random.Random(seed), []
+    for s in snippets:
+        parts = re.findall(r"\w+|[^\w\s]|\s+", s)
+        keep = [p for p in parts if p.isspace() or rng.random() >= drop]
+        out.append("".join(p + "_x" if p.isidentifier() and rng.random() < rename else p for p in keep))
+    return out
+
+
+def bench_codebleu(path="../shared/data/conala/conala-test.json"):
+    """Corpus CodeBLEU and its structural parts, ours against the codebleu package, and the per-pair
+    Spearman correlation of the structural parts over all pairs, on the 500 CoNaLa test snippets."""
+    import logging
+    import warnings
+    from codebleu import calc_codebleu
+    from codebleu.dataflow_match import corpus_dataflow_match
+    from codebleu.syntax_match import corpus_syntax_match
+    from scipy.stats import spearmanr
+    import code_ast
+    import metrics
+    logging.disable(logging.WARNING)  # the package warns for every pair without data flow
+    warnings.simplefilter("ignore")
+    refs = [r["snippet"] for r in json.load(open(path))]
+    sets = [("the references themselves", refs)]
+    sets += [(f"{d:.0%} of tokens dropped, {r:.0%} of names renamed (seed {s})", perturb(refs, s, d, r))
+             for s, d, r in ((0, 0.05, 0.03), (1, 0.05, 0.03), (2, 0.10, 0.05), (3, 0.02, 0.02), (4, 0.20, 0.10))]
+    sets.append(("references shuffled across pairs (each against the next)", refs[1:] + refs[:1]))
+    print("| hypotheses | CodeBLEU ours / package | syntax ours / package | data flow ours / package | Spearman syntax / data flow |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, hyps in sets:
+        want, got = calc_codebleu([[r] for r in refs], hyps, "python"), metrics.codebleu(hyps, refs)
+        ours = [code_ast.structure_match([h], [r]) for h, r in zip(hyps, refs)]
+        syn = [corpus_syntax_match([[r]], [h], "python") for h, r in zip(hyps, refs)]
+        flow = [corpus_dataflow_match([[r]], [h], "python") for h, r in zip(hyps, refs)]
+        rho = [spearmanr([o[k] or 0.0 for o in ours], p).statistic for k, p in ((0, syn), (1, flow))]
+        rho = " / ".join("—" if r != r else f"{r:.3f}" for r in rho)  # nan: every pair scores the same
+        print(f"| {name} | {got['codebleu']:.4f} / {want['codebleu']:.4f} | {got['syntax_match']:.3f} / "
+              f"{want['syntax_match_score']:.3f} | {got['dataflow_match']:.3f} / {want['dataflow_match_score']:.3f} | {rho} |")
+
+
+def bench_llm(data_dir="../shared/data/conala"):
+    """SmolLM2-135M-Instruct on CoNaLa pairs: load cold (GGUF -> safetensors) and cached; a DDPT
+    training step with the LM head on every position (before) and on labelled positions only (now);
+    bf16 on this CPU; seconds per test pair of sample.py's generation + loss pass."""
+    import tempfile
+    from types import SimpleNamespace
+    import data
+    import llm
+    import sample
+    from ddpt import DDPT
+    old = data.CACHE
+    with tempfile.TemporaryDirectory() as cache:
+        data.CACHE = cache
+        cold = timed(lambda: llm.load("smollm2-135m"))
+        cached = timed(lambda: llm.load("smollm2-135m"), 3)
+        data.CACHE = old
+    print(f"SmolLM2-135M-Instruct, {torch.get_num_threads()} threads; load: cold (GGUF conversion) {cold:.1f} s, "
+          f"cached {cached:.2f} s")
+    splits = data.load("conala", data_dir)
+
+    def full_head_loss(model, ctx, batch):  # what llm.token_losses did before: logits at every position
+        seq, att, labels = llm._causal(model, ctx, batch)
+        logits = model(inputs_embeds=seq, attention_mask=att).logits[:, :-1]
+        return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels[:, 1:], ignore_index=-100)
+
+    print("| training step (DDPT, CoNaLa train pairs) | dtype | batch | seconds |")
+    print("| --- | --- | --- | --- |")
+    for dtype in ("fp32", "bf16"):
+        model, tok = llm.load("smollm2-135m", dtype)
+        C, s = llm.context_from_text(model, tok, llm.CHAT_PROMPT, 10)
+        ddpt = DDPT(C, s)
+        opt = torch.optim.AdamW(ddpt.denoiser.parameters(), lr=3e-5)
+        for B in (8, 16) if dtype == "fp32" else (8,):
+            batch = data.collate(data.encode(splits["train"][:B], tok)[0], tok)
+            for name, fn in (("LM head at every position", full_head_loss), ("LM head at labels only", llm.loss)):
+                if dtype == "bf16" and fn is full_head_loss:
+                    continue
+                def step():
+                    fn(model, ddpt.training_contexts(B), batch).backward()
+                    opt.step()
+                    opt.zero_grad()
+                print(f"| {name} | {dtype} | {B} | {timed(step, 3):.2f} |")
+    model, tok = llm.load("smollm2-135m")
+    examples, _ = data.encode(splits["test"][:32], tok)
+    ctx = llm.text_context(model, tok, llm.CHAT_PROMPT)
+    print("| sample.py: generate (greedy, <= 128 new tokens) + loss, 32 CoNaLa test pairs | batch | seconds per pair |")
+    print("| --- | --- | --- |")
+    for B in (8, 16, 32):
+        args = SimpleNamespace(batch_size=B, max_new_tokens=128, num_beams=1)
+        print(f"| manual prompt | {B} | {timed(lambda: sample.run_prompt(model, tok, ctx, examples, args)) / 32:.2f} |")
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="*", default=["sampling", "metrics", "train"], help="which benchmarks")
     for what in p.parse_args().what:
-        {"sampling": bench_sampling, "metrics": bench_metrics, "train": bench_train}[what]()
+        {"sampling": bench_sampling, "metrics": bench_metrics, "train": bench_train, "llm": bench_llm,
+         "codebleu": bench_codebleu}[what]()

@@ -1,118 +1,217 @@
 """CodeBLEU's structural halves from Python's own `ast` (Ren et al. 2020): syntax match (shared
 AST subtrees) and data-flow match (def-use edges with variables renamed). The codebleu package
-gets them from tree-sitter; these are rank-correlated with its scores, not equal (see
-tests/test_metrics.py). metrics.codebleu adds the n-gram halves.
+gets them from tree-sitter; this file follows tree-sitter's shapes and the package's data-flow
+rules closely enough to land near its scores (tests/test_metrics.py measures how near). Code that
+does not parse is first repaired as tree-sitter's error recovery would read it (code_repair.py).
+metrics.codebleu adds the n-gram halves.
 """
 import ast
 from collections import Counter
 
+from code_repair import MISSING, parse
 
-def parse(code):
-    try:
-        return ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
+# ---- syntax match: tree-sitter-shaped subtrees --------------------------------------------------
+SKIP = (ast.operator, ast.cmpop, ast.boolop, ast.unaryop, ast.expr_context)  # anonymous in tree-sitter
+
+
+def _docstring(s):
+    return isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
 
 
 def subtrees(tree):
-    """The shape of every AST node that has children: node types only, no names or values."""
+    """The shape of every node with children, as tree-sitter-python draws them: strings have
+    start/content/end children, calls an argument_list, assignments sit in an expression
+    statement, comprehensions have for-in and if clauses, dicts pairs, bodies blocks; operators
+    are unnamed. Only structure is compared, never names or values. Docstrings are dropped, as the
+    package drops them."""
     shapes = []
 
-    def shape(node):
-        kids = [shape(k) for k in ast.iter_child_nodes(node) if not isinstance(k, ast.expr_context)]
-        name = type(node).__name__ + (f":{type(node.value).__name__}" if isinstance(node, ast.Constant) else "")
+    def node(label, kids, broken=False):
+        kids = [k for k in kids if k is not None]
         if not kids:
-            return name
-        shapes.append(f"({name} {' '.join(kids)})")
+            return label
+        shapes.append(f"({label}{'!' if broken else ''} {' '.join(kids)})")
         return shapes[-1]
 
-    shape(tree)
+    def shape(n):
+        out = _shape(n)
+        if getattr(n, "broken", False) and out.startswith("("):  # a repaired node: its own shape never matches
+            shapes[-1] = out = out.replace(" ", "! ", 1)
+        return out
+
+    def _shape(n):
+        if isinstance(n, ast.Constant):
+            if isinstance(n.value, (str, bytes)):
+                return node("string", ["start", "content" if n.value else None, "end"])
+            return f"Constant:{type(n.value).__name__}"
+        if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            kids = [shape(t) for t in getattr(n, "targets", [getattr(n, "target", None)])]
+            kids += [shape(n.annotation) if isinstance(n, ast.AnnAssign) else None, shape(n.value) if n.value else None]
+            return node("expr", [node(type(n).__name__, kids)])
+        if isinstance(n, ast.Call):
+            args = [shape(a) for a in n.args + n.keywords]
+            return node("call", [shape(n.func), node("argument_list", args) or "argument_list0"])
+        if isinstance(n, ast.keyword):
+            return node("keyword", ["Name" if n.arg else None, shape(n.value)])
+        if isinstance(n, ast.Dict):
+            return node("dict", [node("pair", [shape(k), shape(v)]) if k else node("splat", [shape(v)])
+                                 for k, v in zip(n.keys, n.values)])
+        if isinstance(n, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            kids = [node("pair", [shape(n.key), shape(n.value)])] if isinstance(n, ast.DictComp) else [shape(n.elt)]
+            for g in n.generators:
+                kids += [node("for_in", [shape(g.target), shape(g.iter)])] + [node("if", [shape(c)]) for c in g.ifs]
+            return node(type(n).__name__, kids)
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            dotted = lambda name: node("dotted_name", ["Name"] * len(name.split(".")))
+            kids = [dotted(n.module)] if isinstance(n, ast.ImportFrom) and n.module else []
+            kids += [node("aliased", [dotted(a.name), "Name"]) if a.asname else dotted(a.name) if a.name != "*" else "*"
+                     for a in n.names]
+            return node(type(n).__name__, kids)
+        if isinstance(n, ast.arguments):
+            params = [shape(a) for a in n.posonlyargs + n.args + n.kwonlyargs + n.defaults]
+            return node("parameters", params + ["vararg" if n.vararg else None, "kwarg" if n.kwarg else None]) or "parameters0"
+        if isinstance(n, ast.arg):
+            return node("typed", ["Name", shape(n.annotation)]) if n.annotation else "Name"
+        if isinstance(n, ast.Expr):
+            if getattr(n, "py2", False):
+                return node(n.value.func.id + "_statement", [shape(a) for a in n.value.args])
+            return node("expr", [shape(n.value)])
+        kids = ["Name"] if isinstance(getattr(n, "name", None), str) and not isinstance(n, ast.alias) else []
+        for field, value in ast.iter_fields(n):
+            if field in ("body", "orelse", "finalbody", "handlers") and isinstance(value, list):
+                kids.append(node("block", [shape(s) for s in value if not _docstring(s)]) if value else None)
+            elif isinstance(value, ast.AST) and not isinstance(value, SKIP):
+                kids.append(shape(value))
+            elif isinstance(value, list):
+                kids += [shape(v) for v in value if isinstance(v, ast.AST) and not isinstance(v, SKIP)]
+        return node(type(n).__name__, kids)
+
+    if not node("module", [shape(s) for s in tree.body if not _docstring(s)], getattr(tree, "broken", False)).startswith("("):
+        shapes.append("(module)")  # the root counts even without children, as in the package
     return shapes
 
 
+# ---- data-flow match: the package's def-use rules ----------------------------------------------
+def _own(n):
+    """(position, text, is a name) of the tokens a node holds itself, not through its children:
+    names, literals, attribute names, keyword and parameter names, def and import names."""
+    if isinstance(n, ast.Name):
+        return [((n.lineno, n.col_offset), n.id, True)] if n.id != MISSING else []
+    if isinstance(n, ast.Constant):
+        return [((n.lineno, n.col_offset), repr(n.value), False)]
+    if isinstance(n, ast.Attribute):  # the attribute's own token ends the node
+        return [((n.end_lineno, n.end_col_offset - len(n.attr)), n.attr, True)]
+    if isinstance(n, (ast.arg, ast.keyword)) and n.arg:
+        return [((n.lineno, n.col_offset), n.arg, True)]
+    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [((n.lineno, n.col_offset + 1), n.name, True)]
+    if isinstance(n, ast.alias):
+        parts = (n.name.split(".") if n.name != "*" else []) + ([n.asname] if n.asname else [])
+        return [((n.lineno, n.col_offset + k), p, True) for k, p in enumerate(parts)]
+    return []
+
+
+def _leaves(node):
+    """Every token of a subtree that is not a keyword or punctuation, in source order."""
+    return sorted(x for n in ast.walk(node) for x in _own(n))
+
+
+def _start(n):
+    return getattr(n, "lineno", 0), getattr(n, "col_offset", 0)
+
+
 def dataflow(tree):
-    """Def-use edges, one per token, as the codebleu package's tree-sitter data flow has them: the
-    targets of an assignment are (x, computedFrom, [every name, attribute and literal on the
-    right, in order]); each of those is (y, comesFrom, [y]) if y was assigned before, else
-    (y, comesFrom, []); any later use of an assigned x is (x, comesFrom, [x]). In source order,
-    names renamed var_0, var_1... by order of appearance, so renaming variables changes nothing."""
-    flow, defined = {}, set()  # token position -> (name, relation, parents)
+    """Def-use edges as the codebleu package's tree-sitter data flow has them. Tokens are read in
+    source order, the right side of an assignment before its targets and a comprehension's
+    for-in clauses before its element. The first occurrence of a name registers it; a later one
+    is (x, comesFrom, [x]). Each target of an assignment is (x, computedFrom, [every token on the
+    right]) and registers x anew. Loops are read twice (uses see the loop's own assignments);
+    the branches of an if merge. Only edges that have parents or are parents are kept. Names are
+    renamed var_0, var_1... by order of appearance, so renaming variables changes nothing."""
+    edges = {}  # (position, relation) -> [name, parent names, parent positions]
 
-    def at(node):
-        return (node.lineno, node.col_offset)
+    def emit(pos, name, rel, parents, where):
+        e = edges.setdefault((pos, rel), [name, [], []])
+        e[1] += [p for p in parents if p not in e[1]]
+        e[2] += [w for w in where if w not in e[2]]
 
-    def leaves(node):
-        out = []
-        for n in ast.walk(node):
-            if isinstance(n, ast.Name):
-                out.append((at(n), n.id))
-            elif isinstance(n, ast.Attribute):  # the attribute's own token ends the node
-                out.append(((n.end_lineno, n.end_col_offset - len(n.attr)), n.attr))
-            elif isinstance(n, ast.Constant):
-                out.append((at(n), repr(n.value)))
-        return sorted(out)
+    def assign(target, value, states):
+        pairs = [(target, value)]
+        if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) \
+                and len(target.elts) == len(value.elts):  # a, b = x, y: element by element
+            pairs = list(zip(target.elts, value.elts))
+        for _, right in pairs:
+            states = visit(right, states)
+        for left, right in pairs:
+            src = _leaves(right)
+            for pos, name, _ in _leaves(left):
+                emit(pos, name, "computedFrom", [x for _, x, _ in src], [p for p, _, _ in src])
+                states[name] = [pos]
+        return states
 
-    def add(pos, name, rel, parents):
-        if pos in flow:  # one entry per token: merge, as the package does
-            old = flow[pos]
-            parents = old[2] + [p for p in parents if p not in old[2]]
-            name, rel = old[0], old[1]
-        flow[pos] = (name, rel, parents)
+    def visit(n, states):
+        states = dict(states)
+        if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for t in getattr(n, "targets", [getattr(n, "target", None)]) if n.value else []:
+                states = assign(t, n.value, states)
+        elif isinstance(n, (ast.For, ast.AsyncFor, ast.While)):
+            for _ in range(2):
+                states = visit(n.test, states) if isinstance(n, ast.While) else assign(n.target, n.iter, states)
+                for s in n.body + n.orelse:
+                    states = visit(s, states)
+        elif isinstance(n, ast.If):
+            states, merged = visit(n.test, states), {}
+            for body in (n.body, n.orelse):
+                branch = states
+                for s in body:
+                    branch = visit(s, branch)
+                for k, v in branch.items():
+                    merged[k] = sorted(set(merged.get(k, []) + v))
+            states = merged
+        elif isinstance(n, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            for g in n.generators:
+                states = assign(g.target, g.iter, states)
+            rest = [n.key, n.value] if isinstance(n, ast.DictComp) else [n.elt]
+            for child in rest + [c for g in n.generators for c in g.ifs]:
+                states = visit(child, states)
+        else:  # the node's own tokens and its children, in source order
+            items = [(pos, (name, ident)) for pos, name, ident in _own(n) + getattr(n, "stray", [])]
+            items += [(_start(c), c) for c in ast.iter_child_nodes(n)]
+            for pos, item in sorted(items, key=lambda x: x[0]):
+                if isinstance(item, ast.AST):
+                    states = visit(item, states)
+                elif item[0] in states:
+                    emit(pos, item[0], "comesFrom", [item[0]], states[item[0]])
+                else:
+                    if item[1]:  # a name's first occurrence registers it; literals never do
+                        states[item[0]] = [pos]
+                    emit(pos, item[0], "comesFrom", [], [])
+        return states
 
-    def assign(targets, value):
-        visit(value)
-        src = leaves(value)
-        for pos, name in src:
-            if pos not in flow:
-                add(pos, name, "comesFrom", [name] if name in defined else [])
-        for t in targets:
-            for pos, name in leaves(t):
-                if src:
-                    add(pos, name, "computedFrom", [x for _, x in src])
-            defined.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
-
-    def visit(node):
-        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) and node.value:
-            assign(node.targets if isinstance(node, ast.Assign) else [node.target], node.value)
-        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
-            assign([node.target], node.iter)
-            for child in (node.ifs if isinstance(node, ast.comprehension) else node.body + node.orelse):
-                visit(child)
-        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            for g in node.generators:  # the loop variables are assigned before the element reads them
-                visit(g)
-            for child in ([node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]):
-                visit(child)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in defined:
-            add(at(node), node.id, "comesFrom", [node.id])
-        elif isinstance(node, ast.arg):
-            defined.add(node.arg)
-        elif not isinstance(node, ast.Name):
-            for child in ast.iter_child_nodes(node):
-                visit(child)
-
-    visit(tree)
+    visit(tree, {})
+    keep = {pos for (pos, _), (_, parents, _) in edges.items() if parents}
+    keep |= {w for _, _, where in edges.values() for w in where}
     names, out = {}, []
-    for _, (var, rel, parents) in sorted(flow.items()):
-        for x in parents + [var]:
-            names.setdefault(x, f"var_{len(names)}")
-        out.append((names[var], rel, tuple(names[x] for x in parents)))
+    for (pos, rel), (var, parents, _) in sorted(edges.items()):
+        if pos in keep:
+            for x in parents + [var]:
+                names.setdefault(x, f"var_{len(names)}")
+            out.append((names[var], rel, tuple(names[x] for x in parents)))
     return out
 
 
 def structure_match(hyps, refs):
-    """Corpus syntax match and data-flow match: shares of the references' subtrees and edges
-    found in the hypotheses. Unparsable hypotheses match nothing; unparsable references and
-    references without data flow add nothing to the totals."""
+    """Corpus syntax match and data-flow match: shares of the references' subtrees and edges found
+    in the hypotheses, as the package counts them. A reference without data flow adds nothing to
+    the totals; for a corpus with none at all the data-flow match is None (metrics.codebleu)."""
     s_hit = s_all = d_hit = d_all = 0
     for h, r in zip(hyps, refs):
-        rt = parse(r)
-        if rt is None:
+        try:
+            rt, ht = parse(r), parse(h)
+            ref_trees, ref_flow = (subtrees(rt), dataflow(rt)) if rt else ([], [])
+            hyp_trees, hyp_flow = (set(subtrees(ht)), Counter(dataflow(ht))) if ht else (set(), Counter())
+        except RecursionError:  # nested deeper than Python's stack: nothing to compare
             continue
-        ht = parse(h)
-        ref_trees, ref_flow = subtrees(rt), dataflow(rt)
-        hyp_trees, hyp_flow = (set(subtrees(ht)), Counter(dataflow(ht))) if ht else (set(), Counter())
         s_hit, s_all = s_hit + sum(t in hyp_trees for t in ref_trees), s_all + len(ref_trees)
         d_hit, d_all = d_hit + sum((Counter(ref_flow) & hyp_flow).values()), d_all + len(ref_flow)
-    # no reference data flow at all: nothing to match, full credit (as the package's total does)
-    return (s_hit / s_all if s_all else 0.0), (d_hit / d_all if d_all else 1.0)
+    return (s_hit / s_all if s_all else 0.0), (d_hit / d_all if d_all else None)

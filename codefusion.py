@@ -23,7 +23,7 @@ import tokenize as pytokenize
 import torch
 from torch import nn
 
-import code_ast
+import code_repair
 from diffusion import Diffusion, timestep_embedding
 
 MASK = "<mask>"
@@ -142,7 +142,7 @@ class CodeFusion(nn.Module):
 def valid_syntax(code, lang, functions=()):
     """Python: ast.parse; Bash: `bash -n`; CF: balanced parentheses and only known rule functions."""
     if lang == "python":
-        return code_ast.parse(code) is not None
+        return code_repair.parses(code)
     if lang == "bash":
         import subprocess
         return subprocess.run(["bash", "-n"], input=code, text=True, capture_output=True).returncode == 0

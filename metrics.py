@@ -163,7 +163,8 @@ def meteor(hyps, refs):
 
 # ---- Simplified CodeBLEU (Ren et al. 2020) -----------------------------------------------------
 # 0.25 BLEU + 0.25 keyword-weighted BLEU (whitespace tokens, as the `codebleu` package computes
-# them) + 0.25 syntax match + 0.25 data-flow match, both from Python's own `ast` (code_ast.py).
+# them) + 0.25 syntax match + 0.25 data-flow match, both from Python's own `ast` (code_ast.py),
+# repaired where the code does not parse, as tree-sitter recovers a partial tree.
 PY_KEYWORDS = set("False None True and as assert async await break class continue def del elif else "
                   "except finally for from global if import in is lambda nonlocal not or pass raise "
                   "return try while with yield match case type".split())
@@ -198,11 +199,17 @@ def _codebleu_ngrams(hyp_toks, ref_toks):
 
 
 def codebleu(hyps, refs):
+    """0.25 each of the four parts. A corpus whose references have no data flow at all reports
+    dataflow_match 0 and counts it as 1 in the total (nothing to match, no penalty), as the package
+    does; unlike the package (`dataflow_match_score or 1`), a real data flow that the hypotheses
+    miss entirely counts 0."""
     _check(hyps, refs)
     ht, rt = [h.split() for h in hyps], [r.split() for r in refs]
     parts = dict(zip(("ngram_match", "weighted_ngram_match"), _codebleu_ngrams(ht, rt)))
-    parts["syntax_match"], parts["dataflow_match"] = code_ast.structure_match(hyps, refs)
-    return {"codebleu": sum(parts.values()) / 4, **parts}
+    parts["syntax_match"], flow = code_ast.structure_match(hyps, refs)
+    parts["dataflow_match"] = flow or 0.0
+    total = (parts["ngram_match"] + parts["weighted_ngram_match"] + parts["syntax_match"] + (1.0 if flow is None else flow)) / 4
+    return {"codebleu": total, **parts}
 
 
 def exact_match(hyps, refs):

@@ -5,8 +5,10 @@
 
 One table on the same test pairs: no context, the manual prompt, soft prompt tuning (when
 trained), DDPT top-1, DDPT best-of-k by the LLM's own likelihood, DDPT oracle best-of-k.
-Written to results.md / results.json in the run folder, with the prompts' nearest tokens,
-how different the k prompts are, and example generations.
+Every row's generations go through the same code extraction (`llm.extract_code`: the first
+fenced block, else the text) before scoring. Written to results.md / results.json in the run
+folder, with the prompts' nearest tokens, how different the k prompts are, and example
+generations (generations.jsonl keeps the raw text too).
 """
 import argparse
 import itertools
@@ -40,23 +42,26 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def run_prompt(model, tok, ctx, examples, args):
-    """Generations and per-pair held-out losses of one context over the test pairs."""
-    gens, losses = [], []
-    with torch.no_grad():
-        for b in data.batches(examples, args.batch_size, tok.pad_token_id):
-            gens += llm.generate(model, tok, ctx, b, args.max_new_tokens, args.num_beams)
+def run_prompt(model, tok, ctx, examples, args, raw_by=None, name=None):
+    """Extracted code and per-pair held-out losses of one context over the test pairs (the raw
+    generations go to raw_by[name])."""
+    raw, losses = [], []
+    with torch.inference_mode():
+        for b in data.batches(examples, args.batch_size, tok):
+            raw += llm.generate(model, tok, ctx, b, args.max_new_tokens, args.num_beams)
             losses += llm.example_losses(model, ctx, b).tolist()
-    return gens, losses
+    if raw_by is not None:
+        raw_by[name] = raw
+    return [llm.extract_code(r) for r in raw], losses
 
 
 def own_likelihood(model, tok, ctx, examples, gens, args):
-    """The LLM's mean token loss of its *own* generation for each pair: lower = more confident."""
+    """The LLM's mean token loss of its *own* (extracted) code for each pair: lower = more confident."""
     own, _ = data.encode([{"nl": "", "code": g} for g in gens], tok, max_code=args.max_new_tokens + 1)
     mine = [(nl, code) for (nl, _), (_, code) in zip(examples, own)]
     out = []
-    with torch.no_grad():
-        for b in data.batches(mine, args.batch_size, tok.pad_token_id):
+    with torch.inference_mode():
+        for b in data.batches(mine, args.batch_size, tok):
             out += llm.example_losses(model, ctx, b).tolist()
     return out
 
@@ -78,10 +83,10 @@ def main(argv=None):
     examples, cut = data.encode(test, tok, max_code=cfg["max_code"])
     refs = [p["code"] for p in test]
     d = llm.embeddings(model).shape[1]
-    rows, gens_by = [], {}
+    rows, gens_by, raw_by = [], {}, {}
 
     def score(name, ctx, secs=0.0):
-        gens, losses = run_prompt(model, tok, ctx, examples, args)
+        gens, losses = run_prompt(model, tok, ctx, examples, args, raw_by, name)
         rows.append(row(name, gens, refs, sum(losses) / len(losses), secs))
         gens_by[name] = gens
         return gens, losses
@@ -103,7 +108,7 @@ def main(argv=None):
     steps = args.steps if args.sampler == "ddim" else None
     contexts, x0 = ddpt.sample(args.k, steps=steps, eta=args.eta if steps else None, generator=g)
     secs = (time.perf_counter() - t0) / args.k
-    runs = [run_prompt(model, tok, c, examples, args) for c in contexts]
+    runs = [run_prompt(model, tok, c, examples, args, raw_by, f"DDPT draw {j}") for j, c in enumerate(contexts)]
     own = [own_likelihood(model, tok, c, examples, gens, args) for c, (gens, _) in zip(contexts, runs)]
     name = f"DDPT ({args.sampler.upper()}-{steps or cfg['T']})"
     rows.append(row(f"{name} top-1", runs[0][0], refs, sum(runs[0][1]) / len(refs), secs))
@@ -122,10 +127,10 @@ def main(argv=None):
     cos = sum((unit[a] @ unit[b]).item() for a, b in pairs) / len(pairs) if pairs else 1.0
     differ = sum(len({runs[j][0][i] for j in range(args.k)}) > 1 for i in range(len(refs))) / len(refs)
     near = [llm.nearest_tokens(model, tok, c, k=3) for c in contexts]
-    write(args, cfg, rows, cos, differ, near, gens_by, test, cut, x0)
+    write(args, cfg, rows, cos, differ, near, gens_by, raw_by, test, cut, x0)
 
 
-def write(args, cfg, rows, cos, differ, near, gens_by, test, cut, x0):
+def write(args, cfg, rows, cos, differ, near, gens_by, raw_by, test, cut, x0):
     fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
     cols = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "loss", "sec_per_prompt"]
     lines = [f"Test pairs: {len(test)} ({cfg['data']}, model {cfg['model']}; {cut} references cut to "
@@ -151,7 +156,8 @@ def write(args, cfg, rows, cos, differ, near, gens_by, test, cut, x0):
     with open(os.path.join(args.out, "generations.jsonl"), "w") as f:
         for i, p in enumerate(test):
             f.write(json.dumps({**{k: v for k, v in p.items() if k != "combo"},
-                                **{m: g[i] for m, g in gens_by.items()}}) + "\n")
+                                **{m: g[i] for m, g in gens_by.items()},
+                                "raw": {m: g[i] for m, g in raw_by.items()}}) + "\n")
 
 
 if __name__ == "__main__":

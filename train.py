@@ -31,7 +31,8 @@ def parse(argv=None):
     a("--data-dir", default=None, help="local copy of the data set (default: download into the cache)")
     a("--method", default="both", choices=["both", "ddpt", "prompt-tuning"], help="what to train")
     a("--n", type=int, default=10, help="context length in tokens")
-    a("--prompt", default=None, help="manual prompt text (default: 'Write code:' on demo, else the paper's)")
+    a("--prompt", default=None, help="manual prompt text (default: 'Write code:' on demo; for chat models "
+      f"{llm.CHAT_PROMPT!r}; else the paper's {llm.PAPER_PROMPT!r})")
     a("--schedule", default="linear", choices=["linear", "cosine", "sqrt"], help="noise schedule")
     a("--T", type=int, default=2000, help="diffusion steps")
     a("--r", type=int, default=512, help="denoiser width (the intrinsic dimension)")
@@ -51,7 +52,6 @@ def parse(argv=None):
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
     a("--device-map", default=None, help="'auto' to shard a large LLM over the visible GPUs")
     args = p.parse_args(argv)
-    args.prompt = args.prompt or ("Write code:" if args.data == "demo" else llm.PAPER_PROMPT)
     args.out = args.out or os.path.join("out", f"{os.path.basename(args.model.rstrip('/'))}-{args.data}")
     return args
 
@@ -75,10 +75,10 @@ def checkpoint(method, module, args):
             "weights": module.state_dict()}
 
 
-@torch.no_grad()
-def heldout_loss(model, ctx, examples, pad_id, batch_size=32):
+@torch.inference_mode()
+def heldout_loss(model, tok, ctx, examples, batch_size=32):
     total = count = 0
-    for b in data.batches(examples, batch_size, pad_id):
+    for b in data.batches(examples, batch_size, tok):
         ce, real = llm.token_losses(model, ctx, b)
         total, count = total + ce.sum().item(), count + real.sum().item()
     return total / count
@@ -112,11 +112,11 @@ def train(method, args, model, tok, train_ex, valid_ex, log):
         save_checkpoint(checkpoint(method, module, args) | {"optimizer": opt.state_dict(), "rng": g.get_state(),
                                                             "step": next_step}, path)
 
-    manual = heldout_loss(model, llm.text_context(model, tok, args.prompt), valid_ex, tok.pad_token_id)
+    manual = heldout_loss(model, tok, llm.text_context(model, tok, args.prompt), valid_ex)
     bar = tqdm(range(step, args.steps), initial=step, total=args.steps, desc=method)
     for step in bar:
         idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
-        batch = data.collate([train_ex[i] for i in idx], tok.pad_token_id)
+        batch = data.collate([train_ex[i] for i in idx], tok)
         ctx = module.training_contexts(args.batch_size, g) if method == "ddpt" else module.context
         loss = llm.loss(model, ctx, batch)
         if not math.isfinite(loss.item()):
@@ -129,7 +129,7 @@ def train(method, args, model, tok, train_ex, valid_ex, log):
         bar.set_postfix(loss=f"{loss.item():.4f}")
         record = {"method": method, "step": step + 1, "loss": loss.item()}
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            losses = [heldout_loss(model, c, valid_ex, tok.pad_token_id) for c in current_contexts(method, module)]
+            losses = [heldout_loss(model, tok, c, valid_ex) for c in current_contexts(method, module)]
             record |= {"valid_loss": sum(losses) / len(losses), "valid_loss_manual": manual}
             bar.write(f"{method} step {step + 1}: held-out loss {record['valid_loss']:.4f} (manual prompt {manual:.4f})")
             save(step + 1)
@@ -145,6 +145,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
     model, tok = llm.load(args.model, args.dtype, args.device, args.data, args.device_map, args.data_dir)
+    args.prompt = args.prompt or llm.default_prompt(args.data, tok)
+    n_prompt = len(tok(args.prompt, add_special_tokens=False)["input_ids"])
+    if n_prompt != args.n:  # then an untrained DDPT is not exactly the manual prompt row
+        print(f"note: the manual prompt has {n_prompt} tokens, the context n = {args.n}: it is "
+              f"{'cut' if n_prompt > args.n else 'padded with the pad token'} (--n {n_prompt} would fit it exactly)")
     splits = data.load(args.data, args.data_dir, args.seed)
     train_ex, cut = data.encode(splits["train"], tok, max_code=args.max_code)
     valid_ex, _ = data.encode(splits["valid"], tok, max_code=args.max_code)

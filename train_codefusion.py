@@ -144,7 +144,7 @@ def train_ar(args, tok, splits):
     g = torch.Generator().manual_seed(args.seed)
     for _ in tqdm(range(args.pretrain_steps + args.finetune_steps), desc="autoregressive T5"):
         b = data.collate([examples[i] for i in torch.randint(len(examples), (args.batch_size,), generator=g)],
-                         tok.pad_token_id)
+                         tok)
         model(**{k: v.to(args.device) for k, v in b.items()}).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

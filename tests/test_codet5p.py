@@ -122,7 +122,7 @@ def test_zero_direction_identity(tmp_path):
     model, tok = llm.load(str(tmp_path / "m"))
     text, pairs = "Generate Python code:", [{"nl": "sort the list", "code": "x = sorted(x)"}]
     ex, _ = data.encode(pairs, tok)
-    batch = data.collate(ex, tok.pad_token_id)
+    batch = data.collate(ex, tok)
     ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"] + ex[0][0]])
     ctx = llm.text_context(model, tok, text)
     want = model(input_ids=ids, labels=batch["labels"]).loss

@@ -27,7 +27,7 @@ def cache(tmp_path_factory):
 def exact_match_with(model, tok, prompt, test):
     ex, _ = data.encode(test, tok)
     ctx = llm.text_context(model, tok, prompt)
-    gens = sum((llm.generate(model, tok, ctx, b, 48) for b in data.batches(ex, 50, tok.pad_token_id)), [])
+    gens = sum((llm.generate(model, tok, ctx, b, 48) for b in data.batches(ex, 50, tok)), [])
     return metrics.exact_match(gens, [p["code"] for p in test])
 
 

