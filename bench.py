@@ -216,7 +216,7 @@ def bench_llm(data_dir="../shared/data/conala"):
     print("| sample.py: generate (greedy, <= 128 new tokens) + loss, 32 CoNaLa test pairs | batch | seconds per pair |")
     print("| --- | --- | --- |")
     for B in (8, 16, 32):
-        args = SimpleNamespace(batch_size=B, max_new_tokens=128, num_beams=1)
+        args = SimpleNamespace(batch_size=B, max_new_tokens=128, num_beams=1, top_p=1.0)
         print(f"| manual prompt | {B} | {timed(lambda: sample.run_prompt(model, tok, ctx, examples, args)) / 32:.2f} |")
 
 

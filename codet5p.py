@@ -35,7 +35,13 @@ def is_codet5p(path):
     if path in NAMES or path in NAMES.values():
         return True
     cfg = os.path.join(path, "config.json")
-    return os.path.exists(cfg) and json.load(open(cfg)).get("model_type") == "codet5p"
+    if not os.path.exists(cfg):
+        return False
+    try:
+        with open(cfg, encoding="utf-8") as f:
+            return json.load(f).get("model_type") == "codet5p"
+    except (ValueError, AttributeError) as e:  # not JSON, not UTF-8, or not a JSON object
+        raise ValueError(f"{cfg} is not a valid config ({e})") from None
 
 
 def rotate(x, pos):
@@ -192,11 +198,13 @@ class CodeT5p(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids=None, inputs_embeds=None, attention_mask=None, max_new_tokens=128,
-                 num_beams=1, do_sample=False, pad_token_id=None, use_cache=True, **_):
-        """Greedy decoding with a key-value cache (use_cache=False recomputes every step, as the
-        official generate effectively did). Returns ids (B, 1 + new), the start token first."""
-        if num_beams != 1 or do_sample:
-            raise ValueError("codet5p.py decodes greedily only: use --num-beams 1")
+                 num_beams=1, do_sample=False, temperature=1.0, top_p=1.0, pad_token_id=None, use_cache=True, **_):
+        """Greedy decoding, or nucleus sampling (do_sample: softmax(logits / temperature) cut to the
+        smallest set of tokens whose probability reaches top_p), with a key-value cache
+        (use_cache=False recomputes every step, as the official generate effectively did).
+        Returns ids (B, 1 + new), the start token first."""
+        if num_beams != 1:
+            raise ValueError("codet5p.py decodes greedily or samples, without beams: use --num-beams 1")
         x = self.encoder.wte(input_ids) if inputs_embeds is None else inputs_embeds
         mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device) if attention_mask is None else attention_mask
         enc, eos = self.encode(x, mask), self.config.eos_token_id
@@ -208,11 +216,19 @@ class CodeT5p(nn.Module):
             else:
                 logits, _ = self.decoder(out, enc, mask)
             pad = self.config.pad_token_id if pad_token_id is None else pad_token_id
-            nxt = logits[:, -1].argmax(-1).masked_fill(done, pad)
+            nxt = _nucleus(logits[:, -1], temperature, top_p) if do_sample else logits[:, -1].argmax(-1)
+            nxt = nxt.masked_fill(done, pad)
             out, done = torch.cat([out, nxt[:, None]], 1), done | (nxt == eos)
             if done.all():
                 break
         return out
+
+
+def _nucleus(logits, temperature, top_p):
+    """One token per row, drawn from the top-p nucleus of softmax(logits / temperature)."""
+    probs, ids = torch.sort(torch.softmax(logits.float() / temperature, -1), -1, descending=True)
+    probs[probs.cumsum(-1) - probs >= top_p] = 0  # keep the tokens before the mass reaches top_p
+    return ids.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)
 
 
 def from_pretrained(path, dtype=torch.float32, device_map=None):

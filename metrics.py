@@ -1,5 +1,5 @@
 """Code-generation metrics, written from scratch: BLEU-4, ChrF, Rouge-L, simplified CodeBLEU,
-exact match; METEOR through nltk. `hyps` and `refs` are lists of strings, one reference per
+exact match, pass@k; METEOR through nltk. `hyps` and `refs` are lists of strings, one reference per
 hypothesis; every score is in [0, 1]. No model code here. What each equals (sacrebleu, nltk,
 rouge_score, the codebleu package) is in the README's Metrics section and tests/test_metrics.py.
 """
@@ -215,6 +215,17 @@ def codebleu(hyps, refs):
 def exact_match(hyps, refs):
     _check(hyps, refs)
     return sum(h.strip() == r.strip() for h, r in zip(hyps, refs)) / len(hyps)
+
+
+def pass_at_k(n, c, k):
+    """The unbiased pass@k of Chen et al. (2021) from n programs of which c passed:
+    1 - C(n-c, k) / C(n, k), the chance that k drawn without replacement include a passing one;
+    as their product form, which stays exact where the binomials overflow a float."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
 def evaluate(hyps, refs, with_meteor=True):

@@ -7,6 +7,7 @@ The run folder (--out) gets config.json, log.jsonl and one checkpoint per method
 (ddpt.pt, prompt-tuning.pt) that sample.py reads. --resume continues a stopped run exactly.
 """
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -23,28 +24,56 @@ from ddpt import DDPT, check_meta, load_checkpoint, save_checkpoint
 LR = {"ddpt": 3e-5, "prompt-tuning": 3e-2}  # each method at its own rate: see the README's sweep
 
 
+def count(text):
+    """argparse type of sizes and step counts: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def lock_run(out):
+    """The run folder's lock, held while the returned file is open (`with lock_run(out):`). The OS
+    frees it however the process ends, kill -9 included, so a stale lock cannot exist; a second
+    train.py or sample.py on the same folder is refused at once and touches nothing."""
+    os.makedirs(out, exist_ok=True)
+    f = open(os.path.join(out, ".lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip() or "?"
+        f.close()
+        sys.exit(f"{out} is in use by another run (pid {owner}): wait for it to end, or pass another --out")
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                usage="python train.py [options]  (--help lists them)")
     a = p.add_argument
     a("--model", default="tiny", help="short name (codet5p-220m ... instructcodet5p-16b, tiny), hub id or local folder")
     a("--data", default="demo", choices=["demo", "conala", "codealpaca"], help="data set")
     a("--data-dir", default=None, help="local copy of the data set (default: download into the cache)")
     a("--method", default="both", choices=["both", "ddpt", "prompt-tuning"], help="what to train")
-    a("--n", type=int, default=10, help="context length in tokens")
+    a("--n", type=count, default=10, help="context length in tokens")
     a("--prompt", default=None, help="manual prompt text (default: 'Write code:' on demo; for chat models "
       f"{llm.CHAT_PROMPT!r}; else the paper's {llm.PAPER_PROMPT!r})")
     a("--schedule", default="linear", choices=["linear", "cosine", "sqrt"], help="noise schedule")
-    a("--T", type=int, default=2000, help="diffusion steps")
-    a("--r", type=int, default=512, help="denoiser width (the intrinsic dimension)")
+    a("--T", type=count, default=2000, help="diffusion steps")
+    a("--r", type=count, default=512, help="denoiser width (the intrinsic dimension)")
     a("--blocks", type=int, default=2, help="residual MLP blocks in the denoiser")
     a("--x0", default="self", choices=["self", "zero"], help="x0 noised in training: own estimate, or the manual prompt (paper)")
     a("--lr", type=float, default=None, help=f"learning rate (default per method: {LR})")
     a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     a("--clip", type=float, default=1.0, help="gradient-norm clipping")
-    a("--batch-size", type=int, default=16, help="pairs per step")
-    a("--steps", type=int, default=600, help="optimiser steps per method")
-    a("--eval-every", type=int, default=200, help="held-out loss and checkpoint every this many steps")
-    a("--max-code", type=int, default=128, help="code tokens kept per pair (longer ones are cut and counted)")
+    a("--batch-size", type=count, default=16, help="pairs per step")
+    a("--steps", type=count, default=600, help="optimiser steps per method")
+    a("--eval-every", type=count, default=200, help="held-out loss and checkpoint every this many steps")
+    a("--max-code", type=count, default=128, help="code tokens kept per pair (longer ones are cut and counted)")
     a("--seed", type=int, default=0, help="seed of the data split, initialisation and noise")
     a("--out", default=None, help="run folder (default out/<model>-<data>)")
     a("--resume", action="store_true", help="continue the run in --out")
@@ -113,51 +142,77 @@ def train(method, args, model, tok, train_ex, valid_ex, log):
                                                             "step": next_step}, path)
 
     manual = heldout_loss(model, tok, llm.text_context(model, tok, args.prompt), valid_ex)
-    bar = tqdm(range(step, args.steps), initial=step, total=args.steps, desc=method)
-    for step in bar:
-        idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
-        batch = data.collate([train_ex[i] for i in idx], tok)
-        ctx = module.training_contexts(args.batch_size, g) if method == "ddpt" else module.context
-        loss = llm.loss(model, ctx, batch)
-        if not math.isfinite(loss.item()):
-            sys.exit(f"{method}: the loss became {loss.item()} at step {step}; the last good checkpoint "
-                     f"is kept in {path}. Lower --lr or use --dtype fp32.")
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, args.clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        record = {"method": method, "step": step + 1, "loss": loss.item()}
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            losses = [heldout_loss(model, tok, c, valid_ex) for c in current_contexts(method, module)]
-            record |= {"valid_loss": sum(losses) / len(losses), "valid_loss_manual": manual}
-            bar.write(f"{method} step {step + 1}: held-out loss {record['valid_loss']:.4f} (manual prompt {manual:.4f})")
-            save(step + 1)
-        log.write(json.dumps(record) + "\n")
-        log.flush()
+    with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=method) as bar:  # closed on Ctrl-C too
+        for step in bar:
+            idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
+            batch = data.collate([train_ex[i] for i in idx], tok)
+            ctx = module.training_contexts(args.batch_size, g) if method == "ddpt" else module.context
+            loss = llm.loss(model, ctx, batch)
+            if not math.isfinite(loss.item()):
+                sys.exit(f"{method}: the loss became {loss.item()} at step {step}; the last good checkpoint "
+                         f"is kept in {path}. Lower --lr or use --dtype fp32.")
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, args.clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            record = {"method": method, "step": step + 1, "loss": loss.item()}
+            evaluate = (step + 1) % args.eval_every == 0 or step + 1 == args.steps
+            if evaluate:
+                losses = [heldout_loss(model, tok, c, valid_ex) for c in current_contexts(method, module)]
+                record |= {"valid_loss": sum(losses) / len(losses), "valid_loss_manual": manual}
+                bar.write(f"{method} step {step + 1}: held-out loss {record['valid_loss']:.4f} (manual prompt {manual:.4f})")
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if evaluate:  # after the log row: a run killed in between redoes (and re-logs) the step on --resume
+                save(step + 1)
     return module
+
+
+def trim_log(out):
+    """Drops log rows written after a method's last checkpoint: the resumed run writes them again."""
+    path, saved = os.path.join(out, "log.jsonl"), {}
+    if not os.path.exists(path):
+        return
+    rows = [json.loads(line) for line in open(path)]
+    for method in {r["method"] for r in rows}:
+        ckpt = os.path.join(out, f"{method}.pt")
+        saved[method] = load_checkpoint(ckpt)["step"] if os.path.exists(ckpt) else 0
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows if r["step"] <= saved[r["method"]])
+    os.replace(path + ".tmp", path)
 
 
 def main(argv=None):
     args = parse(argv)
+    if args.lr is not None and not args.lr > 0:
+        sys.exit(f"--lr must be positive, got {args.lr}")
+    with lock_run(args.out):
+        run(args)
+
+
+def run(args):
     if os.path.exists(os.path.join(args.out, "config.json")) and not args.resume:
         sys.exit(f"{args.out} already holds a run: pass --resume to continue it, or another --out")
-    os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
+    splits = data.load(args.data, args.data_dir, args.seed)  # before the model: bad data fails in a second
     model, tok = llm.load(args.model, args.dtype, args.device, args.data, args.device_map, args.data_dir)
     args.prompt = args.prompt or llm.default_prompt(args.data, tok)
     n_prompt = len(tok(args.prompt, add_special_tokens=False)["input_ids"])
     if n_prompt != args.n:  # then an untrained DDPT is not exactly the manual prompt row
         print(f"note: the manual prompt has {n_prompt} tokens, the context n = {args.n}: it is "
               f"{'cut' if n_prompt > args.n else 'padded with the pad token'} (--n {n_prompt} would fit it exactly)")
-    splits = data.load(args.data, args.data_dir, args.seed)
     train_ex, cut = data.encode(splits["train"], tok, max_code=args.max_code)
     valid_ex, _ = data.encode(splits["valid"], tok, max_code=args.max_code)
     print(f"{len(train_ex)} training pairs ({cut} cut to --max-code {args.max_code}), {len(valid_ex)} validation pairs")
-    if not args.resume:  # a resumed run keeps the config it started with
-        with open(os.path.join(args.out, "config.json"), "w") as f:
+    cfg = os.path.join(args.out, "config.json")
+    if not os.path.exists(cfg):  # a resumed run keeps the config it started with
+        with open(cfg + ".tmp", "w") as f:
             json.dump(vars(args) | {"truncated_train_pairs": cut}, f, indent=2)
+        os.replace(cfg + ".tmp", cfg)
     methods = ["ddpt", "prompt-tuning"] if args.method == "both" else [args.method]
+    if args.resume:
+        trim_log(args.out)
     with open(os.path.join(args.out, "log.jsonl"), "a") as log:
         for method in methods:
             train(method, args, model, tok, train_ex, valid_ex, log)
@@ -169,3 +224,5 @@ if __name__ == "__main__":
         main()
     except (RuntimeError, ValueError, OSError) as e:  # bad input: one line that says what to do
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:  # Ctrl-C: checkpoints are written atomically, so each one is whole
+        sys.exit("interrupted: the checkpoints written so far are kept; the same command with --resume continues")

@@ -129,3 +129,16 @@ def test_zero_direction_identity(tmp_path):
     assert llm.loss(model, ctx, batch).item() == pytest.approx(want.item(), abs=1e-5)
     gen = tok.batch_decode(model.generate(input_ids=ids, max_new_tokens=8), skip_special_tokens=True)[0].strip()
     assert llm.generate(model, tok, ctx, batch, max_new_tokens=8) == [gen]
+
+
+def test_nucleus_sampling():
+    """top_p keeps the smallest set of tokens whose probability reaches it; the draw follows softmax(logits / T)."""
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(20000, 1)
+    torch.manual_seed(0)
+    counts = torch.bincount(codet5p._nucleus(logits, 1.0, 1.0), minlength=4) / 20000
+    assert torch.allclose(counts, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.015), counts
+    counts = torch.bincount(codet5p._nucleus(logits, 1.0, 0.75), minlength=4) / 20000  # 0.5 + 0.3 reach 0.75
+    assert counts[2:].sum() == 0 and abs(counts[0] - 0.625) < 0.015, counts
+    assert (codet5p._nucleus(logits[:5], 1.0, 0.1) == 0).all()  # a tiny nucleus is greedy
+    counts = torch.bincount(codet5p._nucleus(logits, 0.5, 1.0), minlength=4) / 20000  # T = 0.5 squares p
+    assert abs(counts[0] - 0.25 / (0.25 + 0.09 + 0.0225 + 0.0025)) < 0.015, counts

@@ -39,7 +39,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="conala-train.json does not exist"):
         data.load("conala", str(tmp_path))
     (tmp_path / "conala-train.json").write_text("[{\"intent\": \"x\", \"snippet\": \"y\"},")
-    with pytest.raises(ValueError, match="conala-train.json is not valid JSON"):
+    with pytest.raises(ValueError, match="conala-train.json is not valid UTF-8 JSON"):
         data.load("conala", str(tmp_path))
     (tmp_path / "conala-train.json").write_text(json.dumps([{"intent": "a", "snippet": "b"}, {"intent": "c"}]))
     with pytest.raises(ValueError, match="record 1 has no text field 'snippet'"):

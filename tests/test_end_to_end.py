@@ -13,17 +13,6 @@ import train
 from ddpt import load_checkpoint
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A tiny model pre-trained for 1500 steps (the default is 3000; 800 left the vague prompt too close), in a cache of its own."""
-    folder = tmp_path_factory.mktemp("cache")
-    old = data.CACHE
-    data.CACHE = str(folder)
-    llm.pretrain_tiny(llm.tiny_path("demo"), "demo", steps=1500)
-    yield folder
-    data.CACHE = old
-
-
 def exact_match_with(model, tok, prompt, test):
     ex, _ = data.encode(test, tok)
     ctx = llm.text_context(model, tok, prompt)
@@ -53,9 +42,14 @@ def test_train_sample_resume(cache, tmp_path, capsys):
     log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
     assert len(log) == 12 and all("valid_loss" in r for r in log if r["step"] in (3, 6))
 
-    # resume: 3 steps, stop, 3 more = 6 uninterrupted, bit for bit
+    # resume: 3 steps, killed after logging a 4th, 3 more = 6 uninterrupted, bit for bit, log included
     train.main(small(tmp_path / "half", "--steps", "3"))
+    with open(tmp_path / "half" / "log.jsonl", "a") as f:
+        f.write(json.dumps({"method": "prompt-tuning", "step": 4, "loss": -1.0}) + "\n")
     train.main(small(tmp_path / "half", "--steps", "6", "--resume"))
+    rows = {run: sorted(open(tmp_path / run / "log.jsonl"), key=lambda r: (json.loads(r)["method"], json.loads(r)["step"]))
+            for run in ("run", "half")}
+    assert rows["half"] == rows["run"]
     for method in ("ddpt", "prompt-tuning"):
         a, b = load_checkpoint(tmp_path / "run" / f"{method}.pt"), load_checkpoint(tmp_path / "half" / f"{method}.pt")
         assert a["step"] == b["step"] == 6
@@ -67,17 +61,16 @@ def test_train_sample_resume(cache, tmp_path, capsys):
                  "best-of-2, LLM likelihood", "oracle best-of-2", "mean pairwise cosine"):
         assert name in table
     rows = json.load(open(tmp_path / "run" / "results.json"))["rows"]
-    assert len(rows) == 6 and all(0 <= r["bleu4"] <= 1 for r in rows)
+    assert len(rows) == 6 and all(0 <= r["bleu4"] <= 1 and 0 <= r["exec"] <= 1 for r in rows)
+    assert "exec against exact match" in table
     assert sum(1 for _ in open(tmp_path / "run" / "generations.jsonl")) == 8
 
-
-def test_bad_input_is_one_line(cache, tmp_path):
-    train.main(small(tmp_path / "run", "--steps", "3", "--method", "ddpt"))
-    with pytest.raises(SystemExit, match="already holds a run: pass --resume"):
-        train.main(small(tmp_path / "run", "--steps", "3"))
-    with pytest.raises(ValueError, match="checkpoint has n=10 but this run has n=4"):
-        train.main(small(tmp_path / "run", "--steps", "6", "--method", "ddpt", "--n", "4", "--resume"))
-    with pytest.raises(SystemExit, match="test split is empty"):
-        sample.main(["--out", str(tmp_path / "run"), "--limit", "0"])
-    with pytest.raises(SystemExit, match="no run in"):
-        sample.main(["--out", str(tmp_path / "nothing")])
+    # HumanEval: pass@1 on every row, DDPT's 2 prompts against the manual prompt's 2 samples
+    sample.main(["--out", str(tmp_path / "run"), "--data", "humaneval", "--limit", "3", "--k", "2",
+                 "--max-new-tokens", "16"])
+    results = json.load(open(tmp_path / "run" / "results-humaneval.json"))
+    assert len(results["rows"]) == 6 and all(0 <= r["pass@1"] <= 1 for r in results["rows"])
+    assert [r["method"][:6] for r in results["pass_at_k"]] == ["manual", "DDPT, "]
+    assert all(0 <= r["pass@1"] <= r["pass@2"] <= 1 for r in results["pass_at_k"])
+    assert "HumanEval/0" in open(tmp_path / "run" / "generations-humaneval.jsonl").readline()
+    assert table == open(tmp_path / "run" / "results.md").read()  # the demo's own table is kept

