@@ -170,11 +170,18 @@ def train(method, args, model, tok, train_ex, valid_ex, log):
 
 
 def trim_log(out):
-    """Drops log rows written after a method's last checkpoint: the resumed run writes them again."""
-    path, saved = os.path.join(out, "log.jsonl"), {}
+    """Drops log rows written after a method's last checkpoint: the resumed run writes them again.
+    A last line cut off by the kill goes too (its step, logged before its checkpoint, is redone)."""
+    path, saved, rows = os.path.join(out, "log.jsonl"), {}, []
     if not os.path.exists(path):
         return
-    rows = [json.loads(line) for line in open(path)]
+    lines = open(path).read().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path} line {i + 1} is damaged: repair or delete that line, then --resume") from None
     for method in {r["method"] for r in rows}:
         ckpt = os.path.join(out, f"{method}.pt")
         saved[method] = load_checkpoint(ckpt)["step"] if os.path.exists(ckpt) else 0

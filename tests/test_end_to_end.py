@@ -42,10 +42,11 @@ def test_train_sample_resume(cache, tmp_path, capsys):
     log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
     assert len(log) == 12 and all("valid_loss" in r for r in log if r["step"] in (3, 6))
 
-    # resume: 3 steps, killed after logging a 4th, 3 more = 6 uninterrupted, bit for bit, log included
+    # resume: 3 steps, killed after logging a 4th and in the middle of a 5th row, 3 more = 6 uninterrupted,
+    # bit for bit, log included
     train.main(small(tmp_path / "half", "--steps", "3"))
     with open(tmp_path / "half" / "log.jsonl", "a") as f:
-        f.write(json.dumps({"method": "prompt-tuning", "step": 4, "loss": -1.0}) + "\n")
+        f.write(json.dumps({"method": "prompt-tuning", "step": 4, "loss": -1.0}) + "\n" + '{"method": "ddpt", "st')
     train.main(small(tmp_path / "half", "--steps", "6", "--resume"))
     rows = {run: sorted(open(tmp_path / run / "log.jsonl"), key=lambda r: (json.loads(r)["method"], json.loads(r)["step"]))
             for run in ("run", "half")}
