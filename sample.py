@@ -28,7 +28,7 @@ import execution
 import llm
 import metrics
 from ddpt import DDPT, load_checkpoint
-from train import count, lock_run
+from train import count, lock_run, write_atomic
 
 
 def parse(argv=None):
@@ -125,7 +125,8 @@ def run(args, cfg):
         return gens, losses
 
     score("no context", torch.zeros(0, d))
-    score("manual prompt", llm.text_context(model, tok, cfg["prompt"]))
+    manual = llm.text_context(model, tok, cfg["prompt"])
+    score("manual prompt", manual)
     if ckpts["prompt-tuning"]:
         score("soft prompt tuning", ckpts["prompt-tuning"]["weights"]["context"])
     spread, extra = None, {}
@@ -139,8 +140,8 @@ def run(args, cfg):
             r["pass@1" if humaneval else "exec"] = sum(outcomes[r["method"]]) / len(test)
     if humaneval:
         torch.manual_seed(args.seed)
-        samples = [run_prompt(model, tok, llm.text_context(model, tok, cfg["prompt"]), examples, args, raw_by,
-                              f"manual sample {j}", temperature=args.temperature)[0] for j in range(args.k)]
+        samples = [run_prompt(model, tok, manual, examples, args, raw_by, f"manual sample {j}",
+                              temperature=args.temperature)[0] for j in range(args.k)]
         extra = {"pass_at_k": pass_at_k(args, gens_by, samples, passed)}
     elif check:
         extra = {"exec_vs_exact_match": disagreements(test, rows, gens_by, outcomes)}
@@ -255,10 +256,7 @@ def write(args, cfg, rows, spread, extra, gens_by, raw_by, test, cut):
     tag = f"-{args.data}" if args.data else ""  # another test set never overwrites the run's own results
     for name, content in ((f"results{tag}.md", text), (f"results{tag}.json", results),
                           (f"generations{tag}.jsonl", "".join(generations))):
-        path = os.path.join(args.out, name)
-        with open(path + ".tmp", "w") as f:  # atomic, like the checkpoints: a crash leaves the old file whole
-            f.write(content)
-        os.replace(path + ".tmp", path)
+        write_atomic(os.path.join(args.out, name), content)
 
 
 if __name__ == "__main__":

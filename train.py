@@ -32,6 +32,13 @@ def count(text):
     return value
 
 
+def write_atomic(path, text):
+    """Writes a temporary file beside `path`, then renames it over: a crash leaves the old file whole."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def lock_run(out):
     """The run folder's lock, held while the returned file is open (`with lock_run(out):`). The OS
     frees it however the process ends, kill -9 included, so a stale lock cannot exist; a second
@@ -185,9 +192,7 @@ def trim_log(out):
     for method in {r["method"] for r in rows}:
         ckpt = os.path.join(out, f"{method}.pt")
         saved[method] = load_checkpoint(ckpt)["step"] if os.path.exists(ckpt) else 0
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows if r["step"] <= saved[r["method"]])
-    os.replace(path + ".tmp", path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= saved[r["method"]]))
 
 
 def main(argv=None):
@@ -214,9 +219,7 @@ def run(args):
     print(f"{len(train_ex)} training pairs ({cut} cut to --max-code {args.max_code}), {len(valid_ex)} validation pairs")
     cfg = os.path.join(args.out, "config.json")
     if not os.path.exists(cfg):  # a resumed run keeps the config it started with
-        with open(cfg + ".tmp", "w") as f:
-            json.dump(vars(args) | {"truncated_train_pairs": cut}, f, indent=2)
-        os.replace(cfg + ".tmp", cfg)
+        write_atomic(cfg, json.dumps(vars(args) | {"truncated_train_pairs": cut}, indent=2))
     methods = ["ddpt", "prompt-tuning"] if args.method == "both" else [args.method]
     if args.resume:
         trim_log(args.out)
