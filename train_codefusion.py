@@ -19,11 +19,18 @@ import time
 import torch
 from tqdm import tqdm
 
+import checkpoint
 import data
-import llm
 import metrics
 from codefusion import MASK, CodeFusion, cpd_mask, valid_syntax
-from ddpt import save_checkpoint
+from diffusion import steps_arg
+
+MAX_SRC = 64        # utterance tokens read by the encoder (longer ones are cut, and counted)
+HEADS = 4           # attention heads of every CodeFusion and T5 layer
+NOISE_MEMORY = 8    # positions of the Gaussian "utterance" in unsupervised pre-training
+GEN_BATCH = 32      # utterances per sampling / generation batch
+LOG_EVERY = 100     # training steps between log rows
+SNIPPETS = 50_000   # pre-training snippets kept (plenty for CPU-sized runs)
 
 
 def parse(argv=None):
@@ -44,7 +51,8 @@ def parse(argv=None):
     a("--batch-size", type=int, default=32, help="batch size")
     a("--lr", type=float, default=5e-4, help="AdamW learning rate, no weight decay (the paper's)")
     a("--k", type=int, default=5, help="candidates per utterance (top-k)")
-    a("--steps", type=int, default=50, help="DDIM steps for the tables; 0: DDPM over all T (the trajectory: always DDPM)")
+    a("--sample-steps", type=steps_arg, default=50, metavar="K|all",
+      help="DDIM over K steps for the tables, or all: DDPM over all T (the trajectory: always DDPM)")
     a("--limit", type=int, default=200, help="test pairs scored")
     a("--seed", type=int, default=0, help="seed")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
@@ -55,16 +63,9 @@ def parse(argv=None):
     return args
 
 
-def ids(tok, texts, length, pad_id):
-    """Token ids padded (or cut) to `length`; returns (tensor, number cut)."""
-    rows = tok(texts, add_special_tokens=False)["input_ids"]
-    out = torch.full((len(rows), length), pad_id)
-    for i, r in enumerate(rows):
-        out[i, :min(len(r), length)] = torch.tensor(r[:length], dtype=torch.long)
-    return out, sum(len(r) > length for r in rows)
-
-
-def train_cf(args, tok, splits, pretrain, cpd, log):
+def train_diffusion(args, tok, splits, *, pretrain, cpd, log):
+    """CodeFusion (or an ablation): pre-training on code alone (unsupervised generation, and CPD when
+    `cpd`), then fine-tuning on (utterance, code) pairs; the loss is L_t of codefusion.py."""
     g = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     e, n_den, dec = map(int, args.layers.split(","))
@@ -75,9 +76,9 @@ def train_cf(args, tok, splits, pretrain, cpd, log):
         if len(tok) > encoder.get_input_embeddings().num_embeddings:  # <mask> was added to its tokenizer
             encoder.resize_token_embeddings(len(tok))
     dev = args.device
-    model = CodeFusion(len(tok), tok.pad_token_id, args.d, 4, e, n_den, dec, args.n, 64, args.T, encoder).to(dev)
+    model = CodeFusion(vocab=len(tok), pad_id=tok.pad_token_id, d=args.d, heads=HEADS, enc_layers=e,
+                       den_layers=n_den, dec_layers=dec, n=args.n, max_src=MAX_SRC, T=args.T, encoder=encoder).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    pad = tok.pad_token_id
     snippets = splits["snippets"]
     pairs = splits["train"]
     stages = ([("pretrain", args.pretrain_steps)] if pretrain else []) + [("finetune", args.finetune_steps)]
@@ -85,22 +86,22 @@ def train_cf(args, tok, splits, pretrain, cpd, log):
         for step in tqdm(range(steps), desc=f"CodeFusion {stage}"):
             if stage == "pretrain":
                 code = [snippets[i] for i in torch.randint(len(snippets), (args.batch_size,), generator=g)]
-                y = ids(tok, code, args.n, pad)[0].to(dev)
+                y = data.pad_ids(tok, code, args.n)[0].to(dev)
                 if cpd and torch.rand(1, generator=g).item() < 0.5:  # CPD: E reads the masked code
-                    mem, mem_pad = model.encode(ids(tok, [cpd_mask(c, args.lang) for c in code], 64, pad)[0].to(dev))
+                    mem, mem_pad = model.encode(data.pad_ids(tok, [cpd_mask(c, args.lang) for c in code], MAX_SRC)[0].to(dev))
                 else:  # unsupervised generation: fresh noise in place of E(s)
-                    mem, mem_pad = torch.randn(len(code), 8, args.d, generator=g).to(dev), None
+                    mem, mem_pad = torch.randn(len(code), NOISE_MEMORY, args.d, generator=g).to(dev), None
             else:
                 batch = [pairs[i] for i in torch.randint(len(pairs), (args.batch_size,), generator=g)]
-                y = ids(tok, [p["code"] for p in batch], args.n, pad)[0].to(dev)
-                mem, mem_pad = model.encode(ids(tok, [p["nl"] for p in batch], 64, pad)[0].to(dev))
+                y = data.pad_ids(tok, [p["code"] for p in batch], args.n)[0].to(dev)
+                mem, mem_pad = model.encode(data.pad_ids(tok, [p["nl"] for p in batch], MAX_SRC)[0].to(dev))
             terms = model.losses(y, mem, mem_pad, g)
             loss = sum(terms.values())
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad()
-            if (step + 1) % 100 == 0:
+            if (step + 1) % LOG_EVERY == 0:
                 log.write(json.dumps({"stage": stage, "step": step + 1, **{k: v.item() for k, v in terms.items()}}) + "\n")
                 log.flush()
     return model.eval()
@@ -115,12 +116,14 @@ def strings(tok, rows, pad_id):
     return out
 
 
-def cf_candidates(model, tok, src, args, ground=False):
+def diffusion_candidates(model, tok, src, *, args, ground=False):
+    """k CodeFusion programs per utterance (ids `src`), decoded to strings."""
     g = torch.Generator().manual_seed(args.seed)
     out = []
-    for i in range(0, len(src), 32):
-        out += strings(tok, model.sample(src[i:i + 32].to(args.device), args.k, args.steps, g, ground).cpu(),
-                       tok.pad_token_id)
+    for i in range(0, len(src), GEN_BATCH):
+        ids = model.sample(src[i:i + GEN_BATCH].to(args.device), k=args.k, steps=args.sample_steps, generator=g,
+                           ground=ground)
+        out += strings(tok, ids.cpu(), tok.pad_token_id)
     return [out[i * args.k:(i + 1) * args.k] for i in range(len(src))]
 
 
@@ -136,10 +139,10 @@ def train_ar(args, tok, splits):
     else:
         model = T5ForConditionalGeneration(T5Config(
             vocab_size=len(tok), d_model=args.d, d_kv=args.d // 4, d_ff=4 * args.d, num_layers=(e + n_den + dec + 1) // 2,
-            num_heads=4, dropout_rate=0.0, pad_token_id=tok.pad_token_id,
+            num_heads=HEADS, dropout_rate=0.0, pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id))
     model.to(args.device)
-    examples, _ = data.encode(splits["train"], tok, 64, args.n)
+    examples, _ = data.encode(splits["train"], tok, max_nl=MAX_SRC, max_code=args.n)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
     for _ in tqdm(range(args.pretrain_steps + args.finetune_steps), desc="autoregressive T5"):
@@ -153,11 +156,12 @@ def train_ar(args, tok, splits):
 
 
 @torch.no_grad()
-def ar_candidates(model, tok, test, args, sample):
+def ar_candidates(model, tok, test, *, args, sample):
+    """k T5 programs per utterance: beam search's top k, or k samples."""
     torch.manual_seed(args.seed)
     out = []
-    for i in range(0, len(test), 32):
-        enc = tok([p["nl"] for p in test[i:i + 32]], add_special_tokens=False, padding=True, return_tensors="pt")
+    for i in range(0, len(test), GEN_BATCH):
+        enc = tok([p["nl"] for p in test[i:i + GEN_BATCH]], add_special_tokens=False, padding=True, return_tensors="pt")
         enc = enc.to(args.device)
         gen = model.generate(**enc, max_new_tokens=args.n, num_return_sequences=args.k, do_sample=sample,
                              num_beams=1 if sample else args.k, top_k=0 if sample else None)
@@ -175,7 +179,7 @@ def edit_distance(a, b):
     return prev[-1]
 
 
-def scores(cands, refs, lang, functions):
+def scores(cands, refs, *, lang, functions):
     """Top-k exact match and BLEU-4 (best of k against the reference), valid top-1 syntax, diversity."""
     row = {}
     # each candidate's rank key, computed once for all k
@@ -198,7 +202,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     splits = data.load_codefusion(args.lang, args.data_dir, args.seed, args.alpaca_dir)
     random.Random(args.seed).shuffle(splits["snippets"])
-    splits["snippets"] = splits["snippets"][:50_000]  # plenty for CPU-sized pre-training
+    splits["snippets"] = splits["snippets"][:SNIPPETS]
     test = splits["test"][:args.limit]
     if not test:
         raise SystemExit("the test split is empty: check --data-dir or --limit")
@@ -209,39 +213,42 @@ def main(argv=None):
         if MASK not in tok.get_vocab():
             tok.add_special_tokens({"additional_special_tokens": [MASK]})
     else:
-        tok = llm.build_tokenizer(texts, args.vocab, extra=(MASK,))
+        tok = data.build_tokenizer(texts, args.vocab, extra=(MASK,))
     refs, pad = [p["code"] for p in test], tok.pad_token_id
-    src, cut_nl = ids(tok, [p["nl"] for p in test], 64, pad)
-    cut = {"utterances cut to 64 tokens": cut_nl,
-           f"references longer than n = {args.n}": ids(tok, refs, args.n, pad)[1]}
+    src, cut_nl = data.pad_ids(tok, [p["nl"] for p in test], MAX_SRC)
+    cut = {f"utterances cut to {MAX_SRC} tokens": cut_nl,
+           f"references longer than n = {args.n}": data.pad_ids(tok, refs, args.n)[1]}
     functions = {f for p in splits["train"] for f in re.findall(r"([A-Za-z_]\w*)\s*\(", p["code"])}
     rows, times, sizes = {}, {}, {}
     with open(os.path.join(args.out, "log.jsonl"), "w") as log:
         for name, pre, cpd in (("CodeFusion", True, True), ("no pre-training", False, False), ("no CPD", True, False)):
             t0 = time.time()
-            model = train_cf(args, tok, splits, pre, cpd, log)
+            model = train_diffusion(args, tok, splits, pretrain=pre, cpd=cpd, log=log)
             times[name], sizes[name] = time.time() - t0, sum(p.numel() for p in model.parameters())
-            rows[name] = scores(cf_candidates(model, tok, src, args), refs, args.lang, functions)
+            rows[name] = scores(diffusion_candidates(model, tok, src, args=args), refs, lang=args.lang,
+                                functions=functions)
             if name == "CodeFusion":
                 full = model
-                save_checkpoint({"model": model.state_dict(), "args": vars(args)},
-                                os.path.join(args.out, "codefusion.pt"))
+                checkpoint.save(model.checkpoint() | {"run": vars(args)}, os.path.join(args.out, "codefusion.pt"))
                 tok.save_pretrained(os.path.join(args.out, "tokenizer"))
-                rows["grounding"] = scores(cf_candidates(model, tok, src, args, ground=True), refs, args.lang, functions)
+                rows["grounding"] = scores(diffusion_candidates(model, tok, src, args=args, ground=True), refs,
+                                           lang=args.lang, functions=functions)
     t0 = time.time()
     ar = train_ar(args, tok, splits)
     times["T5"], sizes["T5"] = time.time() - t0, sum(p.numel() for p in ar.parameters())
-    rows["T5, beam search"] = scores(ar_candidates(ar, tok, test, args, False), refs, args.lang, functions)
-    rows["T5, sampling"] = scores(ar_candidates(ar, tok, test, args, True), refs, args.lang, functions)
-    _, path = full.sample(src[:1].to(args.device), 1, None, torch.Generator().manual_seed(args.seed), every=200)
-    path = [(t, strings(tok, x[None].cpu(), pad)[0]) for t, x in path]
-    write(args, rows, times, sizes, path, test, len(splits["train"]), cut)
+    for name, sample in (("T5, beam search", False), ("T5, sampling", True)):
+        rows[name] = scores(ar_candidates(ar, tok, test, args=args, sample=sample), refs, lang=args.lang,
+                            functions=functions)
+    path = [(s, strings(tok, full.tokens(x, mem, mem_pad).cpu(), pad)[0])  # every 200th step of one DDPM draw
+            for s, x, mem, mem_pad in full.trajectory(src[:1].to(args.device), generator=torch.Generator().manual_seed(args.seed))
+            if s % 200 == 0]
+    write(args, rows, times=times, sizes=sizes, path=path, test=test, n_train=len(splits["train"]), cut=cut)
 
 
-def write(args, rows, times, sizes, path, test, n_train, cut):
+def write(args, rows, *, times, sizes, path, test, n_train, cut):
     cols = list(next(iter(rows.values())))
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
-    sampler = f"DDIM-{args.steps}" if args.steps else f"DDPM-{args.T}"
+    sampler = f"DDPM-{args.T}" if args.sample_steps is None else f"DDIM-{args.sample_steps}"
     lines = [f"CodeFusion on {args.lang}: {len(test)} test pairs, {n_train} training pairs; {sampler}, "
              f"k = {args.k}. Sizes: " + ", ".join(f"{k} {v / 1e6:.1f}M params, trained in {times[k] / 60:.1f} min"
                                                   for k, v in sizes.items())
@@ -252,10 +259,9 @@ def write(args, rows, times, sizes, path, test, n_train, cut):
               f"reference `{test[0]['code']}`:", ""] + [f"- t = {t}: `{s}`" for t, s in path]
     text = "\n".join(lines) + "\n"
     print(text)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"rows": rows, "minutes": {k: v / 60 for k, v in times.items()}, "params": sizes}, f, indent=2)
+    checkpoint.write_atomic(os.path.join(args.out, "results.md"), text)
+    checkpoint.write_atomic(os.path.join(args.out, "results.json"), json.dumps(
+        {"rows": rows, "minutes": {k: v / 60 for k, v in times.items()}, "params": sizes}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
 """Shared fixtures: the tiny model pre-trained once per test session, in a cache of its own."""
+import os
+
 import pytest
 
 import data
@@ -15,3 +17,24 @@ def cache(tmp_path_factory):
     llm.pretrain_tiny(llm.tiny_path("demo"), "demo", steps=1500)
     yield folder
     data.CACHE = old
+
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.fixture
+def shared():
+    """shared(path, fallback=False): see `shared_path`."""
+    return shared_path
+
+
+def shared_path(path, fallback=False):
+    """A path under ../shared/data (the project's public data copies). Where that folder is absent (a
+    fork, say): the small cut under tests/fixtures when `fallback`, else the test is skipped."""
+    full = os.path.join(SHARED, path)
+    if os.path.exists(full):
+        return full
+    if fallback:
+        return os.path.join(FIXTURES, path)
+    pytest.skip(f"needs ../shared/data/{path} (full public data, absent here); tests/fixtures has only small cuts")

@@ -17,7 +17,7 @@ import torch
 import metrics
 import sample
 import train
-from ddpt import load_checkpoint, save_checkpoint
+import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--T", "50", "--r", "16", "--batch-size", "4", "--eval-every", "3"]
@@ -78,7 +78,7 @@ def test_sample_refuses_bad_options(cache, previous, args, message):
 
 def test_a_second_run_on_the_same_folder_is_refused_at_once(cache, previous):
     before = snapshot(previous)
-    with train.lock_run(previous):  # this process plays the run in progress
+    with checkpoint.lock(previous):  # this process plays the run in progress
         for script, args in (("train.py", ["--resume", *SMALL, "--steps", "6"]), ("sample.py", [])):
             one_line_error(cli(cache, script, "--out", previous, *args),
                            f"{previous} is in use by another run (pid {os.getpid()}): wait for it to end")
@@ -112,7 +112,7 @@ def test_a_damaged_checkpoint_is_named(cache, previous, tmp_path):
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = str(tmp_path / "ddpt.pt")
-    save_checkpoint({"step": 1}, path)
+    checkpoint.save({"step": 1}, path)
     before = open(path, "rb").read()
 
     def disk_full(obj, f):
@@ -121,7 +121,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError, match=r"could not write .*ddpt.pt \(No space left on device\): the previous "
                                       r"checkpoint is kept"):
-        save_checkpoint({"step": 2}, path)
+        checkpoint.save({"step": 2}, path)
     assert open(path, "rb").read() == before and not os.path.exists(path + ".tmp")
 
 
@@ -139,14 +139,13 @@ def test_ctrl_c_keeps_whole_checkpoints_and_a_partial_run_samples(cache, tmp_pat
     err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode != 0 and "Traceback" not in err, err
     assert "interrupted: the checkpoints written so far are kept" in err.strip().splitlines()[-1]
-    step = load_checkpoint(run / "ddpt.pt")["step"]  # whole: it loads
+    step = checkpoint.load(run / "ddpt.pt")["step"]  # whole: it loads
     assert step >= 2 and not (run / "ddpt.pt.tmp").exists()
 
-    # only DDPT has a checkpoint, and it is from step `step` of 100000: sampled with a note each
+    # only DDPT has a checkpoint, and it is from step `step` of 100000: sampled with a note
     result = cli(cache, "sample.py", "--out", run, "--limit", "4", "--k", "2", "--max-new-tokens", "8")
     assert result.returncode == 0, result.stderr
     assert f"ddpt.pt is from step {step} of 100000: train.py --resume finishes it" in result.stdout
-    assert "note: no prompt-tuning.pt" in result.stdout
     table = (run / "results.md").read_text()
     assert "DDPT (DDPM-50) top-1" in table and "soft prompt tuning" not in table
 
@@ -161,6 +160,20 @@ def test_sample_without_a_run(cache, tmp_path):
     with pytest.raises(SystemExit, match="no run in"):
         sample.main(["--out", str(tmp_path / "nothing")])
     assert not (tmp_path / "nothing").exists()
+    (tmp_path / "started").mkdir()
+    (tmp_path / "started" / "config.json").write_text("{}")
+    (tmp_path / "started" / "mine.pt").write_bytes(b"")
+    with pytest.raises(SystemExit, match="no checkpoint in .*started yet"):
+        sample.main(["--out", str(tmp_path / "started")])
+
+
+def test_checkpoints_of_two_runs_are_refused(cache, previous, tmp_path):
+    run = str(tmp_path / "mixed")
+    shutil.copytree(previous, run, ignore=shutil.ignore_patterns(".lock"))
+    ckpt = checkpoint.load(os.path.join(run, "ddpt.pt"))
+    ckpt["run"]["prompt"] = "Python:"
+    checkpoint.save(ckpt, os.path.join(run, "ddpt.pt"))
+    one_line_error(cli(cache, "sample.py", "--out", run), "come from different runs")
 
 
 def test_degenerate_metric_input_follows_the_package():

@@ -7,11 +7,11 @@ import torch
 
 from transformers import AutoTokenizer
 
+import checkpoint
+import data
 import train_codefusion
 from codefusion import MASK, CodeFusion, cpd_mask, valid_syntax
-from ddpt import load_checkpoint
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "codefusion")
 
 
 def test_cpd_masks_identifiers_and_keywords_only():
@@ -33,7 +33,8 @@ def test_valid_syntax():
 
 def small(vocab=20, d=24):
     torch.manual_seed(0)
-    return CodeFusion(vocab, 0, d=d, heads=4, enc_layers=1, den_layers=1, dec_layers=1, n=6, max_src=8, T=100)
+    return CodeFusion(vocab=vocab, pad_id=0, d=d, heads=4, enc_layers=1, den_layers=1, dec_layers=1, n=6, max_src=8,
+                      T=100)
 
 
 def test_loss_terms_vanish_where_they_should():
@@ -64,9 +65,9 @@ def test_each_term_reaches_what_it_trains():
             assert any(g is not None and g.abs().sum() > 0 for g in grads), (term, prefix)
 
 
-def test_seconds_scale_run_writes_its_table(tmp_path):
-    train_codefusion.main(["--lang", "cf", "--data-dir", SHARED, "--pretrain-steps", "4", "--finetune-steps", "4",
-                           "--limit", "6", "--steps", "5", "--T", "200", "--d", "32", "--layers", "1,1,1",
+def test_seconds_scale_run_writes_its_table(tmp_path, shared):
+    train_codefusion.main(["--lang", "cf", "--data-dir", shared("codefusion", fallback=True), "--pretrain-steps", "4", "--finetune-steps", "4",
+                           "--limit", "6", "--sample-steps", "5", "--T", "200", "--d", "32", "--layers", "1,1,1",
                            "--n", "16", "--vocab", "300", "--out", str(tmp_path)])
     table = open(tmp_path / "results.md").read()
     for name in ("CodeFusion", "grounding", "no pre-training", "no CPD", "T5, beam search", "T5, sampling",
@@ -74,31 +75,33 @@ def test_seconds_scale_run_writes_its_table(tmp_path):
         assert name in table
     rows = json.load(open(tmp_path / "results.json"))["rows"]
     assert all(0 <= r["EM@1"] <= r["EM@3"] <= r["EM@5"] <= 1 for r in rows.values())
-    ckpt = load_checkpoint(tmp_path / "codefusion.pt")  # the trained model, loadable without pickle
+    ckpt = checkpoint.load(tmp_path / "codefusion.pt")  # the trained model, loadable without pickle
     tok = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
-    model = CodeFusion(len(tok), tok.pad_token_id, d=32, enc_layers=1, den_layers=1, dec_layers=1, n=16, T=200)
-    model.load_state_dict(ckpt["model"])
-    assert ckpt["args"]["lang"] == "cf" and MASK in tok.get_vocab()
+    model = CodeFusion.from_checkpoint(ckpt)  # from the checkpoint alone
+    assert model.config | {"vocab": len(tok)} == dict(vocab=len(tok), pad_id=tok.pad_token_id, d=32, heads=4, enc_layers=1,
+                                                       den_layers=1, dec_layers=1, n=16, max_src=64, T=200)
+    assert ckpt["run"]["lang"] == "cf" and MASK in tok.get_vocab()
 
 
-def test_pretrained_encoder_is_loaded_and_used(tmp_path):
+def test_pretrained_encoder_is_loaded_and_used(tmp_path, shared):
     """--encoder: a T5 checkpoint saved with save_pretrained becomes E (weights as saved, its
     tokenizer for utterances and code, <mask> added); the width is projected to --d; a run ends
     with its table."""
     from transformers import T5Config, T5ForConditionalGeneration
     import llm
-    tok = llm.build_tokenizer(["color cells greater than 5", "GreaterThan(5)", "LessThan(3)"], 300)
+    tok = data.build_tokenizer(["color cells greater than 5", "GreaterThan(5)", "LessThan(3)"], 300)
     torch.manual_seed(0)
     t5 = T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=48, d_kv=12, d_ff=64, num_layers=1,
                                              num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     t5.save_pretrained(tmp_path / "ckpt")
     tok.save_pretrained(tmp_path / "ckpt")
-    argv = ["--lang", "cf", "--data-dir", SHARED, "--encoder", str(tmp_path / "ckpt"), "--d", "32", "--layers", "1,1,1",
-            "--n", "16", "--T", "200", "--limit", "4", "--steps", "5", "--out", str(tmp_path / "run")]
+    argv = ["--lang", "cf", "--data-dir", shared("codefusion", fallback=True), "--encoder", str(tmp_path / "ckpt"), "--d", "32", "--layers", "1,1,1",
+            "--n", "16", "--T", "200", "--limit", "4", "--sample-steps", "5", "--out", str(tmp_path / "run")]
     args = train_codefusion.parse(argv + ["--pretrain-steps", "0", "--finetune-steps", "0"])
     tok2 = __import__("transformers").AutoTokenizer.from_pretrained(args.encoder)
     tok2.add_special_tokens({"additional_special_tokens": [MASK]})
-    model = train_codefusion.train_cf(args, tok2, {"snippets": [], "train": []}, False, False, None)
+    model = train_codefusion.train_diffusion(args, tok2, {"snippets": [], "train": []}, pretrain=False, cpd=False,
+                                              log=None)
     saved = t5.get_input_embeddings().weight
     assert torch.equal(model.E.get_input_embeddings().weight[:len(tok)], saved)
     assert model.E.get_input_embeddings().num_embeddings == len(tok) + 1  # room for <mask>
@@ -113,8 +116,10 @@ def test_pretrained_encoder_is_loaded_and_used(tmp_path):
 def test_sampling_ddpm_ddim_and_trajectory():
     model = small().eval()
     src = torch.randint(1, 20, (3, 5))
-    draw = lambda steps, **kw: model.sample(src, 2, steps, torch.Generator().manual_seed(1), **kw)
-    ddpm, ddim = draw(0), draw(10)
-    assert ddpm.shape == ddim.shape == (6, 6) and torch.equal(ddpm, draw(None)) and torch.equal(ddim, draw(10))
-    ids, path = draw(0, every=20)  # DDPM trajectory: t = 100, 80, ..., 20, then the sample itself
-    assert [t for t, _ in path] == [100, 80, 60, 40, 20, 0] and torch.equal(path[-1][1], ids[0])
+    g = lambda: torch.Generator().manual_seed(1)
+    ddpm, ddim = model.sample(src, k=2, generator=g()), model.sample(src, k=2, steps=10, generator=g())
+    assert ddpm.shape == ddim.shape == (6, 6) and torch.equal(ddim, model.sample(src, k=2, steps=10, generator=g()))
+    path = list(model.trajectory(src, k=2, generator=g()))  # DDPM: x_T, then every step down to the sample
+    assert [s for s, *_ in path] == list(range(100, -1, -1))
+    s, x0, mem, pad = path[-1]
+    assert torch.equal(model.tokens(x0, mem, pad), ddpm)

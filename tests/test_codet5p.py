@@ -98,7 +98,7 @@ def save_official(model, path, sharded):
                   open(path / "model.safetensors.index.json", "w"))
     else:
         torch.save(state, path / "pytorch_model.bin")
-    tok = llm.build_tokenizer(["sort the list", "x = sorted(x)", "Generate Python code:"] * 20, vocab_size=300)
+    tok = data.build_tokenizer(["sort the list", "x = sorted(x)", "Generate Python code:"] * 20, vocab_size=300)
     tok.save_pretrained(path)
     return tok
 

@@ -1,4 +1,4 @@
-"""data.py on the real files in ../shared/data, the demo corpus and malformed input."""
+"""data.py on the real files in ../shared/data (skipped without it), the demo corpus and malformed input."""
 import json
 import os
 
@@ -6,33 +6,33 @@ import pytest
 
 import data
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
-def test_conala_from_shared_copy():
-    s = data.load("conala", os.path.join(SHARED, "conala"), seed=0)
+def test_conala_from_shared_copy(shared):
+    folder = shared("conala")
+    s = data.load("conala", folder, seed=0)
     assert len(s["train"]) + len(s["valid"]) == 2378 and len(s["test"]) == 500  # the copy lacks one record
-    raw = json.load(open(os.path.join(SHARED, "conala", "conala-test.json")))
+    raw = json.load(open(os.path.join(folder, "conala-test.json")))
     no_rewrite = next(i for i, r in enumerate(raw) if not r["rewritten_intent"])
     assert s["test"][no_rewrite]["nl"] == raw[no_rewrite]["intent"]  # the fallback
     assert s["test"][0]["nl"] == raw[0]["rewritten_intent"] and s["test"][0]["code"] == raw[0]["snippet"]
-    again, other = data.load("conala", os.path.join(SHARED, "conala"), seed=0), data.load(
-        "conala", os.path.join(SHARED, "conala"), seed=1)
+    again, other = data.load("conala", folder, seed=0), data.load("conala", folder, seed=1)
     assert again == s and other["valid"] != s["valid"]
     key = lambda split: {(p["nl"], p["code"], i) for i, p in enumerate(split)}
     assert len(s["valid"]) == 200 and not ({id(p) for p in s["train"]} & {id(p) for p in s["valid"]})
     assert len(key(s["train"])) == len(s["train"])
 
 
-def test_codealpaca_input_joined_and_split():
-    s = data.load("codealpaca", os.path.join(SHARED, "codealpaca"), seed=0)
-    raw = json.load(open(os.path.join(SHARED, "codealpaca", "code_alpaca_2k.json")))
+def test_codealpaca_input_joined_and_split(shared):
+    folder = shared("codealpaca")
+    s = data.load("codealpaca", folder, seed=0)
+    raw = json.load(open(os.path.join(folder, "code_alpaca_2k.json")))
     assert sum(map(len, s.values())) == len(raw) == 2017
     with_input = next(r for r in raw if r["input"])
     assert {"nl": with_input["instruction"] + "\n" + with_input["input"], "code": with_input["output"]} in sum(s.values(), [])
     ids = [{(p["nl"], p["code"]) for p in s[k]} for k in ("train", "valid", "test")]
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
-    assert data.load("codealpaca", os.path.join(SHARED, "codealpaca"), seed=0) == s
+    assert data.load("codealpaca", folder, seed=0) == s
 
 
 def test_bad_files(tmp_path):
@@ -70,7 +70,7 @@ def test_demo_is_deterministic_and_held_out():
 
 def test_truncation_is_counted():
     import llm
-    tok = llm.build_tokenizer(["a b c d e f g"] * 10, vocab_size=280)
+    tok = data.build_tokenizer(["a b c d e f g"] * 10, vocab_size=280)
     ex, cut = data.encode([{"nl": "a b c", "code": "a b c d e f g " * 20}, {"nl": "a", "code": "b"}], tok, max_code=16)
     assert cut == 1 and len(ex[0][1]) == 16 and ex[0][1][-1] == tok.eos_token_id
     with pytest.raises(ValueError, match="split is empty"):

@@ -1,20 +1,19 @@
-"""Schedules, forward process, posterior and samplers against closed-form answers."""
+"""diffusion.py: schedules, forward process, posterior steps and samplers against closed-form answers."""
 import math
 
 import pytest
 import torch
 
-from ddpt import DDPT, Denoiser, check_meta, load_checkpoint, save_checkpoint
 from diffusion import Diffusion, make_betas
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "sqrt"])
 def test_schedule_shape(schedule):
     dif = Diffusion(1000, schedule)
-    b = dif.f64["betas"][1:]
+    b = dif.betas[1:]
     assert (b > 0).all() and (b < 1).all()
-    assert (dif.f64["abar"][1:] < dif.f64["abar"][:-1]).all()
-    assert torch.allclose(dif.f64["abar"][1:], torch.cumprod(1 - b, 0))
+    assert (dif.abar[1:] < dif.abar[:-1]).all()
+    assert torch.allclose(dif.abar[1:], torch.cumprod(1 - b, 0))
 
 
 def test_schedule_closed_forms():
@@ -22,12 +21,12 @@ def test_schedule_closed_forms():
     lin = make_betas("linear", T)
     assert lin[0].item() == pytest.approx(5e-5) and lin[-1].item() == pytest.approx(0.01)
     assert lin[999].item() == pytest.approx(5e-5 + 999 / 1999 * (0.01 - 5e-5))
-    assert 1e-5 < Diffusion(T).f64["abar"][T].item() < 1e-4
+    assert 1e-5 < Diffusion(T).abar[T].item() < 1e-4
     for t in (1, 10, 500, 1500):
-        cos = Diffusion(T, "cosine").f64["abar"][t].item()
+        cos = Diffusion(T, "cosine").abar[t].item()
         f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
         assert cos == pytest.approx(f(t / T) / f(0), rel=1e-9)
-        sq = Diffusion(T, "sqrt").f64["abar"][t].item()
+        sq = Diffusion(T, "sqrt").abar[t].item()
         g = lambda u: 1 - math.sqrt(u + 1e-4)
         assert sq == pytest.approx(g(t / T) / g(0), rel=1e-9)
     assert make_betas("sqrt", T)[-1].item() == 0.999  # abar(1) < 0: the last beta is clipped
@@ -40,30 +39,41 @@ def test_forward_moments():
     x0 = torch.tensor([1.5, -2.0])
     for t in (1, 300, 999):
         x_t = dif.q_sample(x0.expand(N, 2), torch.full((N,), t), torch.randn(N, 2))
-        mean, var = dif.f64["sqrt_abar"][t].item() * x0, 1 - dif.f64["abar"][t].item()
+        mean, var = dif.sqrt_abar[t].item() * x0, 1 - dif.abar[t].item()
         # standard error of the mean is sqrt(var/N); of the variance var*sqrt(2/N): allow 5 of each
         assert torch.allclose(x_t.mean(0), mean, atol=5 * math.sqrt(var / N) + 1e-6)
         assert torch.allclose(x_t.var(0), torch.tensor(var), rtol=5 * math.sqrt(2 / N) + 1e-6)
 
 
-def test_posterior_closed_form():
+def test_ddpm_step_is_the_closed_form_posterior():
+    """Each DDPM step x_{t-1} = a x0_hat + b x_t + c z has a, b = the posterior mean's weights and
+    c^2 = its variance (Ho et al. 2020, eq. 7), from the betas alone."""
     dif = Diffusion(100, "cosine")
-    x0, x_t = torch.randn(5, 3), torch.randn(5, 3)
-    t = torch.tensor([1, 2, 40, 77, 100])
-    mean, var = dif.posterior(x0, x_t, t)
-    for i, ti in enumerate(t.tolist()):
-        b, ab, abp = (dif.f64[k][ti].item() for k in ("betas", "abar", "abar"))
-        abp = dif.f64["abar"][ti - 1].item()
-        want_mean = (math.sqrt(abp) * b / (1 - ab)) * x0[i] + (math.sqrt(1 - b) * (1 - abp) / (1 - ab)) * x_t[i]
-        assert torch.allclose(mean[i], want_mean, atol=1e-6)
-        assert var[i].item() == pytest.approx((1 - abp) / (1 - ab) * b, rel=1e-5, abs=1e-12)
-    assert var[0].item() == 0 and torch.allclose(mean[0], x0[0])  # t = 1 lands on x0
+    pairs = dif.timesteps()
+    for (t, s), (a, b, c) in zip(pairs, dif.step_coefficients(pairs)):
+        beta, ab = dif.betas[t].item(), math.prod(1 - dif.betas[i].item() for i in range(1, t + 1))
+        abp = ab / (1 - beta)
+        assert s == t - 1 and a == pytest.approx(math.sqrt(abp) * beta / (1 - ab), rel=1e-9)
+        assert b == pytest.approx(math.sqrt(1 - beta) * (1 - abp) / (1 - ab), rel=1e-9, abs=1e-15)
+        assert c ** 2 == pytest.approx((1 - abp) / (1 - ab) * beta, rel=1e-9, abs=1e-15)
+    assert pairs[-1] == (1, 0) and dif.step_coefficients(pairs[-1:]) == [(1.0, 0.0, 0.0)]  # t = 1 lands on x0
+    with pytest.raises(ValueError, match="DDPM sampler needs all T steps"):
+        dif.step_coefficients(dif.timesteps(10))
+
+
+def test_eps_and_x0_conversions_invert_the_forward_process():
+    dif = Diffusion(1000, "sqrt")
+    x0, eps, t = torch.randn(6, 3, 4), torch.randn(6, 3, 4), torch.tensor([1, 2, 100, 500, 900, 1000])
+    x_t = dif.q_sample(x0, t, eps)
+    assert torch.allclose(dif.eps_from_x0(x_t, t, x0), eps, atol=1e-4)
+    # 1/sqrt(abar_t) magnifies float error near t = T: check where it is tame
+    assert torch.allclose(dif.x0_from_eps(x_t[:4], t[:4], eps[:4]), x0[:4], atol=1e-3)
 
 
 def gaussian_oracle(dif, mu, sigma):
     """E[x0 | x_t] for x0 ~ N(mu, sigma^2 I): mu + a sigma^2 / (a^2 sigma^2 + 1 - abar) (x_t - a mu)."""
     def denoise(x_t, t):
-        a, ab = dif.sqrt_abar[t][:, None], dif.abar[t][:, None]
+        a, ab = dif.sqrt_abar[t][:, None].float(), dif.abar[t][:, None].float()
         return mu + a * sigma ** 2 / (ab * sigma ** 2 + 1 - ab) * (x_t - a * mu)
     return denoise
 
@@ -82,7 +92,7 @@ def test_ddpm_and_ddim_sample_the_gaussian():
 def test_point_mass_and_repeatability():
     dif, p = Diffusion(200), torch.tensor([0.3, -0.7])
     oracle = lambda x_t, t: p.expand_as(x_t)
-    for steps, eta in ((None, None), (20, 0.0), (20, 1.0)):
+    for steps, eta in ((None, 0.0), (20, 0.0), (20, 1.0)):
         x = dif.sample(oracle, torch.randn(7, 2), steps=steps, eta=eta)
         assert torch.allclose(x, p.expand(7, 2), atol=1e-3)
     den = lambda x_t, t: 0.9 * x_t + 0.1 * torch.tanh(x_t)
@@ -90,74 +100,9 @@ def test_point_mass_and_repeatability():
                                         generator=torch.Generator().manual_seed(seed), **kw)
     assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
     assert torch.equal(run(1, steps=10, eta=0.0), run(2, steps=10, eta=0.0))  # DDIM eta=0: f(x_T) only
-    x, path = dif.sample(den, torch.randn(3, 2), steps=10, eta=0.0, trajectory=True)
-    assert len(path) == 11 and torch.equal(path[-1], x)
-
-
-def test_denoiser_init_and_gradient_flow():
-    torch.manual_seed(0)
-    C = torch.randn(3, 8)
-    model = DDPT(C, s=0.5, T=50, r=16, blocks=2)
-    ctx = model.training_contexts(4)
-    assert ctx.shape == (4, 3, 8) and torch.equal(ctx, C.expand(4, 3, 8))  # untrained DDPT = manual prompt
-    assert torch.equal(model.sample(2)[0], C.expand(2, 3, 8))
-    before = {k: v.clone() for k, v in model.denoiser.named_parameters()}
-    opt = torch.optim.Adam(model.denoiser.parameters(), lr=1e-2)
-    target = torch.randn(3, 8)
-    def step():
-        opt.zero_grad()
-        ((model.training_contexts(4) - target) ** 2).sum().backward()
-        opt.step()
-    step()  # the zero W_out passes no gradient back on the first step: only the output layer moves
-    changed = {k for k, v in model.denoiser.named_parameters() if not torch.equal(v, before[k])}
-    assert changed == {"out.weight", "out.bias"}
-    for _ in range(3):
-        step()
-    assert all(not torch.equal(v, before[k]) for k, v in model.denoiser.named_parameters())
-
-
-def trained_ddpt(D_split=(4, 6), r=8, T=100):
-    torch.manual_seed(1)
-    model = DDPT(torch.randn(*D_split), s=1.0, T=T, r=r, blocks=2)
-    for p in model.denoiser.parameters():  # a non-trivial, t-dependent denoiser
-        torch.nn.init.normal_(p, std=0.3)
-    return model
-
-
-def test_fast_sampler_is_exact():
-    model = trained_ddpt()
-    # DDIM eta = 0 is a function of x_T: the r-dim chain must reproduce the D-dim one
-    fast = model.sample(5, steps=25, eta=0.0, generator=torch.Generator().manual_seed(3))[1]
-    slow = model.sample(5, steps=25, eta=0.0, generator=torch.Generator().manual_seed(3), fast=False)[1]
-    assert torch.allclose(fast, slow, atol=1e-4)
-    # DDPM draws other noise in r dims: compare the two sample distributions
-    N = 3000
-    fast = model.sample(N, generator=torch.Generator().manual_seed(4))[1]
-    slow = model.sample(N, generator=torch.Generator().manual_seed(5), fast=False)[1]
-    sd = slow.std(0).clamp(min=1e-3)
-    assert ((fast.mean(0) - slow.mean(0)).abs() / sd).max() < 6 / math.sqrt(N) * math.sqrt(2) + 0.02
-    assert torch.allclose(fast.std(0), slow.std(0), rtol=0.1, atol=1e-3)
-    # and the noise does reach the samples
-    assert slow.std(0).max() > 1e-2
-
-
-def test_checkpoint_roundtrip_and_mismatch(tmp_path):
-    model = trained_ddpt()
-    path = str(tmp_path / "ddpt.pt")
-    save_checkpoint(model.checkpoint(model="tiny"), path)
-    other = DDPT(model.C, s=1.0, T=100, r=8)
-    other.load_checkpoint(load_checkpoint(path))
-    g = lambda: torch.Generator().manual_seed(0)
-    assert torch.equal(other.sample(2, generator=g())[0], model.sample(2, generator=g())[0])
-    with pytest.raises(ValueError, match="d=6 but this run has d=5"):
-        DDPT(torch.randn(4, 5), s=1.0, T=100, r=8).load_checkpoint(load_checkpoint(path))
-    with pytest.raises(ValueError, match="schedule=linear but this run has schedule=cosine"):
-        DDPT(model.C, s=1.0, T=100, schedule="cosine", r=8).load_checkpoint(load_checkpoint(path))
-    with pytest.raises(ValueError, match="expected 'soft'"):
-        check_meta(load_checkpoint(path), "soft", {})
-    assert not (tmp_path / "ddpt.pt.tmp").exists()
-
-
-def test_denoiser_shapes():
-    den = Denoiser(20, r=8, blocks=1)
-    assert den(torch.randn(3, 20), torch.tensor([1, 5, 9])).shape == (3, 20)
+    x_T = torch.randn(3, 2)
+    path = list(dif.trajectory(den, x_T, steps=10))
+    assert [s for s, _ in path] == [200, 180, 160, 140, 120, 100, 80, 60, 40, 20, 0]
+    assert torch.equal(path[-1][1], dif.sample(den, x_T, steps=10))
+    with pytest.raises(ValueError, match="--sample-steps must be between 1 and T = 200"):
+        dif.sample(den, x_T, steps=201)

@@ -10,7 +10,7 @@ import llm
 import metrics
 import sample
 import train
-from ddpt import load_checkpoint
+import checkpoint
 
 
 def exact_match_with(model, tok, prompt, test):
@@ -40,7 +40,7 @@ def test_train_sample_resume(cache, tmp_path, capsys):
     for f in ("config.json", "log.jsonl", "ddpt.pt", "prompt-tuning.pt"):
         assert os.path.exists(tmp_path / "run" / f)
     log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
-    assert len(log) == 12 and all("valid_loss" in r for r in log if r["step"] in (3, 6))
+    assert len(log) == 12 and all("valid_token_loss" in r for r in log if r["step"] in (3, 6))
 
     # resume: 3 steps, killed after logging a 4th and in the middle of a 5th row, 3 more = 6 uninterrupted,
     # bit for bit, log included
@@ -52,7 +52,7 @@ def test_train_sample_resume(cache, tmp_path, capsys):
             for run in ("run", "half")}
     assert rows["half"] == rows["run"]
     for method in ("ddpt", "prompt-tuning"):
-        a, b = load_checkpoint(tmp_path / "run" / f"{method}.pt"), load_checkpoint(tmp_path / "half" / f"{method}.pt")
+        a, b = checkpoint.load(tmp_path / "run" / f"{method}.pt"), checkpoint.load(tmp_path / "half" / f"{method}.pt")
         assert a["step"] == b["step"] == 6
         assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
 

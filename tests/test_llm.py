@@ -15,7 +15,7 @@ PAIRS = [{"nl": "sort the list nums", "code": "nums.sort()"},
 def small(request, tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
     torch.manual_seed(0)
-    tok = llm.build_tokenizer(TEXTS * 20 + [p["nl"] + p["code"] for p in PAIRS], vocab_size=300)
+    tok = data.build_tokenizer(TEXTS * 20 + [p["nl"] + p["code"] for p in PAIRS], vocab_size=300)
     if request.param == "t5":
         model = T5ForConditionalGeneration(T5Config(
             vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0,
@@ -111,7 +111,7 @@ def test_chat_layout_on_a_small_model(tmp_path):
     covers the code and the end-of-turn token, and x0 = 0 is the prompt text placed in the template."""
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(0)
-    tok = llm.build_tokenizer(TEXTS * 20 + [p["nl"] + p["code"] for p in PAIRS], vocab_size=300,
+    tok = data.build_tokenizer(TEXTS * 20 + [p["nl"] + p["code"] for p in PAIRS], vocab_size=300,
                               extra=("<|im_start|>", "<|im_end|>"))
     tok.chat_template = CHATML
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128,

@@ -14,7 +14,6 @@ import metrics
 from bench import perturb
 from metrics import bleu4, chrf, codebleu, evaluate, exact_match, meteor, rouge_l, tokenize_code
 
-CONALA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "conala", "conala-test.json")
 
 
 def test_tokenizer():
@@ -78,10 +77,10 @@ def test_meteor_without_wordnet(monkeypatch):
         meteor(["a"], ["a"])
 
 
-def _pairs():
+def _pairs(shared):
     """500 CoNaLa test snippets, each against a perturbed copy (a token dropped, two swapped, a name
     renamed, or the snippet itself), plus the edge cases: 506 pairs."""
-    snippets = [p["snippet"] for p in json.load(open(CONALA))]
+    snippets = [p["snippet"] for p in json.load(open(shared("conala/conala-test.json")))]
     rng = random.Random(0)
     hyps = []
     for i, s in enumerate(snippets):
@@ -107,11 +106,11 @@ def _chunks(hyps, refs, size=10):
     return [(hyps[i:i + size], refs[i:i + size]) for i in range(0, len(hyps), size)]
 
 
-def test_against_sacrebleu_nltk_rouge():
+def test_against_sacrebleu_nltk_rouge(shared):
     import sacrebleu
     from nltk.translate.bleu_score import corpus_bleu
     from rouge_score import rouge_scorer
-    hyps, refs = _pairs()
+    hyps, refs = _pairs(shared)
     assert len(hyps) >= 500
     join = lambda xs: [" ".join(tokenize_code(x)) for x in xs]
     for h, r in _chunks(hyps, refs) + [(hyps, refs)]:
@@ -154,14 +153,14 @@ def test_repair():
     assert code_repair.parse(")))").body == []  # nothing left to read
 
 
-def test_against_codebleu_package():
+def test_against_codebleu_package(shared):
     """n-gram halves: equal. Structural halves (our ast vs its tree-sitter): corpus CodeBLEU within
     0.02 and per-pair rank agreement >= 0.8 over all pairs, parseable or not."""
     from codebleu import calc_codebleu
     from codebleu.dataflow_match import corpus_dataflow_match
     from codebleu.syntax_match import corpus_syntax_match
     from scipy.stats import spearmanr
-    hyps, refs = _pairs()
+    hyps, refs = _pairs(shared)
     for h, r in _chunks(hyps, refs, 25) + [(hyps, refs)]:
         want, got = calc_codebleu(r, h, "python"), codebleu(h, r)
         assert got["ngram_match"] == pytest.approx(want["ngram_match_score"], abs=1e-9)

@@ -80,8 +80,9 @@ def test_untrained_ddpt_is_the_manual_prompt_in_the_template(smol):
     model, tok = smol
     n = len(tok(llm.CHAT_PROMPT, add_special_tokens=False)["input_ids"])
     C, s = llm.context_from_text(model, tok, llm.CHAT_PROMPT, n)
-    ctx, x0 = DDPT(C, s, T=100, r=32).sample(1, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(x0, torch.zeros_like(x0))
+    ddpt = DDPT(C, s, T=100, r=32)
+    ctx = ddpt.sample(1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ddpt.directions(ctx), torch.zeros(1, ddpt.D))
     ex, _ = data.encode(PAIRS[:2], tok)
     for p, e in zip(PAIRS, ex):
         batch = data.collate([e], tok)
@@ -113,6 +114,6 @@ def test_a_few_ddpt_steps_lower_the_loss(smol):
         llm.loss(model, ddpt.training_contexts(len(PAIRS), g), batch).backward()
         opt.step()
         opt.zero_grad()
-    ctx, _ = ddpt.sample(1, steps=10, generator=g)
+    ctx = ddpt.sample(1, steps=10, generator=g)
     after = llm.loss(model, ctx[0], batch).item()
     assert after < before - 0.05, (before, after)

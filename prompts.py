@@ -1,0 +1,78 @@
+"""The prompt-method interface, and soft prompt tuning (Lester et al. 2021), its simplest member.
+
+Every prompt method produces contexts, n x d embeddings placed before the instruction, and starts
+exactly at the manual prompt's context C = E[c] (s = RMS of the embedding table, the natural step):
+
+    context = C + s * x0        x0 = 0 at initialisation: the manual prompt
+
+train.py and sample.py see a method only through these members (methods.py names them):
+
+    Method.from_args(C, s, args)        a new module from train.py's options
+    module.training_contexts(B, g)      contexts (B, n, d) or (n, d) for one training step, with gradients
+    module.sample(k, generator, steps=None, eta=0.0)
+                                        k contexts (k, n, d) for test time (steps/eta: a diffusion sampler's)
+    module.checkpoint()                 {"kind", "config", "weights"}: all it needs to rebuild itself
+    Method.from_checkpoint(ckpt)        the module again, from that dict alone
+    kind, title, lr, stochastic         registry name, table row, default learning rate, whether draws differ
+
+The trained parameters are the module's `parameters()`; C rides along as a buffer.
+"""
+import torch
+from torch import nn
+
+
+class PromptMethod(nn.Module):
+    kind = title = lr = None
+    stochastic = False  # True: k draws differ, and sample.py adds best-of-k and oracle rows
+
+    def __init__(self, C, s):
+        super().__init__()
+        self.register_buffer("C", C.detach().float().clone())  # the manual context (n, d)
+        self.s = float(s)
+        self.n, self.d = C.shape
+
+    @classmethod
+    def from_args(cls, C, s, args):
+        return cls(C, s)
+
+    def config(self):
+        """The constructor's arguments but C (its shape instead): saved in every checkpoint."""
+        return {"n": self.n, "d": self.d, "s": self.s}
+
+    def prompt(self, x0):
+        """context = C + s * x0, for a batch of flat directions x0 (B, n*d) -> (B, n, d)."""
+        return self.C + self.s * x0.view(-1, self.n, self.d)
+
+    def directions(self, contexts):
+        """The inverse of `prompt`: x0 = (context - C) / s, flat (B, n*d)."""
+        return ((contexts - self.C) / self.s).flatten(1)
+
+    def label(self, steps=None):
+        """The name of this method's rows in the tables."""
+        return self.title
+
+    def checkpoint(self):
+        return {"kind": self.kind, "config": self.config(), "weights": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt):
+        config = dict(ckpt["config"])
+        module = cls(torch.zeros(config.pop("n"), config.pop("d")), **config)
+        module.load_state_dict(ckpt["weights"])  # C included
+        return module
+
+
+class SoftPrompt(PromptMethod):
+    """The n x d context itself is the parameter, initialised at the manual context C."""
+    kind, title, lr = "prompt-tuning", "soft prompt tuning", 3e-2
+
+    def __init__(self, C, s):
+        super().__init__(C, s)
+        self.context = nn.Parameter(self.C.clone())
+
+    def training_contexts(self, B, generator=None):
+        return self.context
+
+    @torch.inference_mode()
+    def sample(self, k, generator=None, steps=None, eta=0.0):
+        return self.context.detach().expand(k, -1, -1).clone()
