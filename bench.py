@@ -5,6 +5,7 @@
     python bench.py train      # the denoiser's share of a DDPT training step (tiny LLM)
     python bench.py llm        # SmolLM2-135M-Instruct: load, training step, generation (needs the wheel)
     python bench.py codebleu   # our CodeBLEU against the codebleu package on broken and shuffled CoNaLa code
+    python bench.py pretrain   # the tiny pre-training: bit-identical across OMP_NUM_THREADS, and what that costs
 """
 import argparse
 import json
@@ -232,9 +233,32 @@ def bench_llm(data_dir="conala"):
         print(f"| manual prompt | {B} | {timed(lambda: sample.run_prompt(model, tok, ctx, examples=examples, args=args)) / 32:.2f} |")
 
 
+def bench_pretrain(steps=500):
+    """The first `steps` of the tiny pre-training (of 3,000), each in a fresh process: reproducible
+    (one thread, deterministic algorithms) under OMP_NUM_THREADS=1 and 2, and as it was before
+    (torch's threads) under 2. Prints seconds and the weights' SHA-256."""
+    import hashlib
+    import subprocess
+    import sys
+    import tempfile
+    print(f"| tiny pre-training, first {steps} steps | OMP_NUM_THREADS | seconds | weights sha256 |")
+    print("| --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn, threads in (("reproducible (llm.pretrain_tiny)", "pretrain_tiny", "1"),
+                                  ("reproducible (llm.pretrain_tiny)", "pretrain_tiny", "2"),
+                                  ("torch's threads (llm._pretrain alone)", "_pretrain", "2")):
+            out = os.path.join(tmp, f"{fn}{threads}")
+            kw = "steps={s}, n_pairs=20000, seed=0, batch_size=64, data_dir=None".format(s=steps)
+            code = f"import llm, time; t = time.time(); llm.{fn}({out!r}, 'demo', {kw}); print(time.time() - t)"
+            run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 env=dict(os.environ, OMP_NUM_THREADS=threads), check=True)
+            digest = hashlib.sha256(open(os.path.join(out, "model.safetensors"), "rb").read()).hexdigest()[:16]
+            print(f"| {name} | {threads} | {float(run.stdout.split()[-1]):.1f} | {digest} |")
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="*", default=["sampling", "metrics", "train"], help="which benchmarks")
     for what in p.parse_args().what:
         {"sampling": bench_sampling, "metrics": bench_metrics, "train": bench_train, "llm": bench_llm,
-         "codebleu": bench_codebleu}[what]()
+         "codebleu": bench_codebleu, "pretrain": bench_pretrain}[what]()

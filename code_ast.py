@@ -200,18 +200,22 @@ def dataflow(tree):
     return out
 
 
+def structure_counts(hyp, ref):
+    """One pair's (syntax hits, syntax total, data-flow hits, data-flow total): the reference's
+    subtrees and data-flow edges, and how many of them the hypothesis has."""
+    try:
+        rt, ht = parse(ref), parse(hyp)
+        ref_trees, ref_flow = (subtrees(rt), dataflow(rt)) if rt else ([], [])
+        hyp_trees, hyp_flow = (set(subtrees(ht)), Counter(dataflow(ht))) if ht else (set(), Counter())
+    except RecursionError:  # nested deeper than Python's stack: nothing to compare
+        return 0, 0, 0, 0
+    return (sum(t in hyp_trees for t in ref_trees), len(ref_trees), sum((Counter(ref_flow) & hyp_flow).values()),
+            len(ref_flow))
+
+
 def structure_match(hyps, refs):
     """Corpus syntax match and data-flow match: shares of the references' subtrees and edges found
     in the hypotheses, as the package counts them. A reference without data flow adds nothing to
     the totals; for a corpus with none at all the data-flow match is None (metrics.codebleu)."""
-    s_hit = s_all = d_hit = d_all = 0
-    for h, r in zip(hyps, refs):
-        try:
-            rt, ht = parse(r), parse(h)
-            ref_trees, ref_flow = (subtrees(rt), dataflow(rt)) if rt else ([], [])
-            hyp_trees, hyp_flow = (set(subtrees(ht)), Counter(dataflow(ht))) if ht else (set(), Counter())
-        except RecursionError:  # nested deeper than Python's stack: nothing to compare
-            continue
-        s_hit, s_all = s_hit + sum(t in hyp_trees for t in ref_trees), s_all + len(ref_trees)
-        d_hit, d_all = d_hit + sum((Counter(ref_flow) & hyp_flow).values()), d_all + len(ref_flow)
+    s_hit, s_all, d_hit, d_all = (sum(col) for col in zip((0, 0, 0, 0), *map(structure_counts, hyps, refs)))
     return (s_hit / s_all if s_all else 0.0), (d_hit / d_all if d_all else None)

@@ -10,6 +10,7 @@ Gradients flow to the context only. Also: loading by short name, hub id or local
 embedding scale s; greedy generation and the one code-extraction rule; nearest tokens; and the
 offline `tiny` model, a small T5 this project pre-trains itself.
 """
+import contextlib
 import importlib.util
 import os
 import re
@@ -236,10 +237,30 @@ def tiny_path(data_name):
     return os.path.join(data.CACHE, f"tiny-{data_name}")
 
 
-def pretrain_tiny(path, data_name="demo", steps=3000, n_pairs=20_000, seed=0, batch_size=64, data_dir=None):
-    """Build a small byte-level BPE and a 2+2-layer T5, pre-train it for `steps` (~3.5 minutes on
-    two CPU cores) on the
-    (tagged instruction, code) pairs of the data set's train split, save it with save_pretrained."""
+@contextlib.contextmanager
+def reproducible():
+    """One thread and deterministic algorithms while inside, restored after. A sum split over threads
+    rounds differently with their number, and thousands of steps turn that rounding into another
+    model: this makes the `tiny` pre-training bit-identical whatever OMP_NUM_THREADS says."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def pretrain_tiny(path, data_name="demo", *, steps=3000, n_pairs=20_000, seed=0, batch_size=64, data_dir=None):
+    """Build a small byte-level BPE and a 2+2-layer T5, pre-train it for `steps` on the (tagged
+    instruction, code) pairs of the data set's train split, save it with save_pretrained. The same
+    seed gives the same model on any run of a machine (`reproducible`)."""
+    with reproducible():
+        _pretrain(path, data_name, steps=steps, n_pairs=n_pairs, seed=seed, batch_size=batch_size, data_dir=data_dir)
+
+
+def _pretrain(path, data_name, *, steps, n_pairs, seed, batch_size, data_dir):
     from transformers import T5Config, T5ForConditionalGeneration
     if data_name == "demo":
         pairs = data.demo_pretraining(n_pairs, seed)

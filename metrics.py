@@ -40,18 +40,25 @@ def _ngrams(tokens, n):
 
 
 # ---- BLEU-4 (Papineni et al. 2002) -------------------------------------------------------------
+def _bleu_stats(h, ref):
+    """One pair's share of the corpus sums: [c, r, correct_1..4, total_1..4]."""
+    out = [len(h), len(ref)] + [0] * 8
+    for n in range(1, min(4, len(h)) + 1):
+        out[1 + n] = sum((_ngrams(h, n) & _ngrams(ref, n)).values()) if len(ref) >= n else 0
+        out[5 + n] = len(h) - n + 1
+    return out
+
+
 def _bleu(hyp_toks, ref_toks, smooth=False):
     """BP * exp(mean_n log p_n), p_n = clipped n-gram matches / hypothesis n-grams, summed over the
     corpus: sacrebleu's BLEU. nltk's corpus_bleu differs for hypotheses under 4 tokens, where it
     counts one n-gram (a max(1, count) denominator) and sacrebleu none."""
-    correct, total, c, r = [0] * 4, [0] * 4, 0, 0
-    for h, ref in zip(hyp_toks, ref_toks):
-        c, r = c + len(h), r + len(ref)
-        for n in range(1, 5):
-            if len(h) >= n:
-                hc = _ngrams(h, n)
-                correct[n - 1] += sum((hc & _ngrams(ref, n)).values()) if len(ref) >= n else 0
-                total[n - 1] += len(h) - n + 1
+    return _bleu_from([sum(col) for col in zip(*map(_bleu_stats, hyp_toks, ref_toks))], smooth)
+
+
+def _bleu_from(sums, smooth=False):
+    """BLEU from the summed statistics of `_bleu_stats`."""
+    c, r, correct, total = sums[0], sums[1], sums[2:6], sums[6:10]
     if not any(correct):
         return 0.0
     log_p = 0.0
@@ -170,46 +177,53 @@ PY_KEYWORDS = set("False None True and as assert async await break class continu
                   "return try while with yield match case type".split())
 
 
-def _codebleu_ngrams(hyp_toks, ref_toks):
-    """(ngram_match, weighted_ngram_match) from one pass over the n-grams. The first is BLEU with
-    precision = clipped hypothesis n-grams / max(1, hypothesis n-grams); the second is a recall
-    over reference n-grams, unigrams weighted 1 for keywords and 0.2 otherwise. Zero matches count
-    0.1 (nltk's method1). The package's weighted part measures each reference's length as
-    len([tokens, weights]) = 2 for its brevity penalty: kept, so scores stay comparable."""
-    num, den, wnum, wden, c, r = [0.0] * 4, [0.0] * 4, [0.0] * 4, [0.0] * 4, 0, 0
-    for h, ref in zip(hyp_toks, ref_toks):
-        c, r = c + len(h), r + len(ref)
-        for n in range(1, 5):
-            hc, rc = _ngrams(h, n), _ngrams(ref, n)
-            hits = sum((hc & rc).values())
-            num[n - 1], den[n - 1] = num[n - 1] + hits, den[n - 1] + max(1, len(h) - n + 1)
-            if n == 1:
-                w = {t: 1.0 if t in PY_KEYWORDS else 0.2 for t in rc}
-                wnum[0] += sum(w[t] * min(k, hc[t]) for t, k in rc.items())
-                wden[0] += max(1, sum(w[t] * k for t, k in rc.items()))
-            else:
-                wnum[n - 1], wden[n - 1] = wnum[n - 1] + hits, wden[n - 1] + max(1, len(ref) - n + 1)
+def _codebleu_stats(hyp, ref):
+    """One pair's share of CodeBLEU's corpus sums: [c, r, num_1..4, den_1..4, wnum_1..4, wden_1..4,
+    syntax hits, syntax total, data-flow hits, data-flow total]. num/den: BLEU with precision =
+    clipped hypothesis n-grams / max(1, hypothesis n-grams); wnum/wden: a recall over reference
+    n-grams, unigrams weighted 1 for keywords and 0.2 otherwise. Whitespace tokens, as the package."""
+    h, ref_toks = hyp.split(), ref.split()
+    out = [len(h), len(ref_toks)] + [0.0] * 16
+    for n in range(1, 5):
+        hc, rc = _ngrams(h, n), _ngrams(ref_toks, n)
+        hits = sum((hc & rc).values())
+        out[1 + n], out[5 + n] = hits, max(1, len(h) - n + 1)
+        if n == 1:
+            w = {t: 1.0 if t in PY_KEYWORDS else 0.2 for t in rc}
+            out[10] = sum(w[t] * min(k, hc[t]) for t, k in rc.items())
+            out[14] = max(1, sum(w[t] * k for t, k in rc.items()))
+        else:
+            out[9 + n], out[13 + n] = hits, max(1, len(ref_toks) - n + 1)
+    return out + list(code_ast.structure_counts(hyp, ref))
+
+
+def _codebleu_from(sums, pairs):
+    """CodeBLEU's four parts from summed `_codebleu_stats` of `pairs` pairs. Zero matches count 0.1
+    (nltk's method1). The package's weighted part measures each reference's length as
+    len([tokens, weights]) = 2 for its brevity penalty: kept, so scores stay comparable. A corpus
+    whose references have no data flow at all reports dataflow_match 0 and counts it as 1 in the
+    total (nothing to match, no penalty), as the package does; unlike the package
+    (`dataflow_match_score or 1`), a real data flow that the hypotheses miss entirely counts 0."""
+    c = sums[0]
 
     def score(num, den, r):
         if num[0] == 0:
             return 0.0
         bp = 1.0 if c > r else 0.0 if c == 0 else math.exp(1 - r / c)
         return bp * math.exp(math.fsum(0.25 * math.log((p if p else 0.1) / q) for p, q in zip(num, den)))
-    return score(num, den, r), score(wnum, wden, 2 * len(hyp_toks))
+    s_hit, s_all, d_hit, d_all = sums[18:22]
+    flow = d_hit / d_all if d_all else None
+    parts = {"ngram_match": score(sums[2:6], sums[6:10], sums[1]),
+             "weighted_ngram_match": score(sums[10:14], sums[14:18], 2 * pairs),
+             "syntax_match": s_hit / s_all if s_all else 0.0, "dataflow_match": flow or 0.0}
+    total = (parts["ngram_match"] + parts["weighted_ngram_match"] + parts["syntax_match"] + (1.0 if flow is None else flow)) / 4
+    return {"codebleu": total, **parts}
 
 
 def codebleu(hyps, refs):
-    """0.25 each of the four parts. A corpus whose references have no data flow at all reports
-    dataflow_match 0 and counts it as 1 in the total (nothing to match, no penalty), as the package
-    does; unlike the package (`dataflow_match_score or 1`), a real data flow that the hypotheses
-    miss entirely counts 0."""
+    """0.25 each of n-gram match, weighted n-gram match, syntax match and data-flow match."""
     _check(hyps, refs)
-    ht, rt = [h.split() for h in hyps], [r.split() for r in refs]
-    parts = dict(zip(("ngram_match", "weighted_ngram_match"), _codebleu_ngrams(ht, rt)))
-    parts["syntax_match"], flow = code_ast.structure_match(hyps, refs)
-    parts["dataflow_match"] = flow or 0.0
-    total = (parts["ngram_match"] + parts["weighted_ngram_match"] + parts["syntax_match"] + (1.0 if flow is None else flow)) / 4
-    return {"codebleu": total, **parts}
+    return _codebleu_from([sum(col) for col in zip(*map(_codebleu_stats, hyps, refs))], len(hyps))
 
 
 def exact_match(hyps, refs):
@@ -226,6 +240,38 @@ def pass_at_k(n, c, k):
     if n - c < k:
         return 1.0
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+# ---- significance: the paired bootstrap (Koehn 2004; sacrebleu's --paired-bs) -----------------
+def pair_stats(hyps, refs):
+    """Per-pair sufficient statistics of the corpus metrics the bootstrap resamples:
+    {metric: (per-pair rows, score from summed rows)}."""
+    ht, rt = _tokens(hyps, refs)
+    n = len(hyps)
+    return {"bleu4": ([_bleu_stats(h, r) for h, r in zip(ht, rt)], lambda s, k=n: _bleu_from(s)),
+            "codebleu": ([_codebleu_stats(h, r) for h, r in zip(hyps, refs)],
+                         lambda s, k=n: _codebleu_from(s, k)["codebleu"]),
+            "exact_match": ([[float(h.strip() == r.strip())] for h, r in zip(hyps, refs)], lambda s, k=n: s[0] / k)}
+
+
+def paired_bootstrap(hyps_a, hyps_b, refs, resamples=1000, seed=0):
+    """For each metric of `pair_stats`: A's score minus B's on the same pairs, and a 95% interval of
+    that difference from `resamples` resamples of the test pairs with replacement (the same
+    resampled pairs for A and B; fixed seed). The difference is significant at 5% where the
+    interval excludes zero. Returns {metric: {"diff", "low", "high", "significant"}}."""
+    import numpy as np
+    idx = np.random.default_rng(seed).integers(0, len(refs), size=(resamples, len(refs)))
+    counts = np.stack([np.bincount(row, minlength=len(refs)) for row in idx]).astype(float)  # (resamples, N)
+    out = {}
+    a, b = pair_stats(hyps_a, refs), pair_stats(hyps_b, refs)
+    for metric, (rows_a, score) in a.items():
+        rows_b = b[metric][0]
+        A, B = np.array(rows_a, dtype=float), np.array(rows_b, dtype=float)
+        diffs = sorted(float(score(sa) - score(sb)) for sa, sb in zip((counts @ A).tolist(), (counts @ B).tolist()))
+        low, high = diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
+        out[metric] = {"diff": float(score(A.sum(0).tolist()) - score(B.sum(0).tolist())), "low": low, "high": high,
+                       "significant": low > 0 or high < 0}
+    return out
 
 
 def evaluate(hyps, refs, with_meteor=True):

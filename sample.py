@@ -4,22 +4,23 @@
     python sample.py --out out/X --sample-steps 50            # DDIM-50 instead of DDPM over all T
     python sample.py --out out/X --data humaneval --max-new-tokens 300   # pass@1, pass@k in the sandbox
 
-One table on the same test pairs: no context, the manual prompt, then every method the run folder
-holds a checkpoint of (methods.py): one row for a deterministic method (soft prompt tuning), and for
+For each training seed of the run (its seed<S> folder), one table on the same test pairs: no
+context, the manual prompt, then every method the seed folder holds a checkpoint of (methods.py): one row for a deterministic method (soft prompt tuning), and for
 a stochastic one (DDPT) its k draws' top-1, best-of-k by the LLM's own likelihood and oracle
 best-of-k. Each method is rebuilt from its checkpoint alone (config.json is only a record).
 Every row's generations go through the same code extraction (`llm.extract_code`: the first
-fenced block, else the text) before scoring. Written to results.md / results.json in the run
-folder, with the prompts' nearest tokens, how different the k prompts are, and example
+fenced block, else the text) before scoring. Written to results.md / results.json in the seed
+folder (the noise draws are seeded by the training seed), with the prompts' nearest tokens, how different the k prompts are, and example
 generations (generations.jsonl keeps the raw text too). With --data humaneval (written to
 results-humaneval.md ...), every row also gets pass@1 (its programs run against the tests in
 execution.py's sandbox), and DDPT's k prompts (one greedy program each) meet the manual
-prompt's k temperature samples in pass@k.
+prompt's k temperature samples in pass@k. The run folder gets the table over seeds (tables.py).
 """
 import argparse
 import itertools
 import json
 import os
+import re
 import sys
 import time
 
@@ -30,6 +31,7 @@ import data
 import execution
 import llm
 import metrics
+import tables
 from diffusion import steps_arg
 from methods import METHODS
 from train import count
@@ -48,7 +50,6 @@ def parse(argv=None):
     a("--num-beams", type=count, default=1, help="1 = greedy, the paper's setting")
     a("--batch-size", type=count, default=32, help="test pairs per generation batch")
     a("--limit", type=count, default=None, help="score only the first N test pairs")
-    a("--seed", type=int, default=0, help="seed of the noise draws (and of the temperature samples)")
     a("--data", default=None, choices=["humaneval"], help="test on HumanEval instead of the run's own test split")
     a("--temperature", type=float, default=0.8, help="HumanEval: the manual prompt's k samples, with --top-p")
     a("--top-p", type=float, default=0.95, help="HumanEval: nucleus of the manual prompt's k samples")
@@ -91,74 +92,101 @@ def main(argv=None):
     if not os.path.isdir(args.out):
         sys.exit(f"no run in {args.out}: train one first with python train.py --out {args.out}")
     with checkpoint.lock(args.out):
-        run(args, trained(args.out))
+        seeds = sorted(int(f[4:]) for f in os.listdir(args.out) if re.fullmatch(r"seed\d+", f))
+        runs = {seed: ckpts for seed in seeds if (ckpts := trained(os.path.join(args.out, f"seed{seed}")))}
+        if not runs:
+            sys.exit(f"no checkpoint in {args.out} yet: train.py writes one every --eval-every steps")
+        records = {json.dumps({k: v for k, v in c["run"].items() if k != "steps"}, sort_keys=True)
+                   for ckpts in runs.values() for c in ckpts.values()}
+        if len(records) > 1:
+            sys.exit(f"the checkpoints in {args.out} come from different runs (model, prompt or data differ): "
+                     "sample each run from its own folder")
+        run(args, runs)
 
 
-def trained(out):
-    """{method: checkpoint} of every registered method saved in `out`. A partly trained run is
-    sampled with what it has, and says so; the checkpoints must come from one run (model, data)."""
-    ckpts, files = {}, {f for f in os.listdir(out) if f.endswith(".pt")}
+def trained(folder):
+    """{method: checkpoint} of every registered method saved in one seed's `folder`. A partly
+    trained run is sampled with what it has, and says so."""
+    ckpts, files = {}, {f for f in os.listdir(folder) if f.endswith(".pt")}
     for name in METHODS:
         if f"{name}.pt" in files:
-            ckpts[name] = ckpt = checkpoint.load(os.path.join(out, f"{name}.pt"))
+            ckpts[name] = ckpt = checkpoint.load(os.path.join(folder, f"{name}.pt"))
             if ckpt["step"] < ckpt["run"]["steps"]:
-                print(f"note: {out}/{name}.pt is from step {ckpt['step']} of {ckpt['run']['steps']}: "
+                print(f"note: {folder}/{name}.pt is from step {ckpt['step']} of {ckpt['run']['steps']}: "
                       "train.py --resume finishes it")
     for f in sorted(files - {f"{name}.pt" for name in METHODS}):
-        print(f"note: {out}/{f} is no registered method (methods.py): its rows are left out")
-    if not ckpts:
-        sys.exit(f"no checkpoint in {out} yet: train.py writes one every --eval-every steps")
-    runs = {json.dumps({k: v for k, v in c["run"].items() if k != "steps"}, sort_keys=True) for c in ckpts.values()}
-    if len(runs) > 1:
-        sys.exit(f"the checkpoints in {out} come from different runs (model, prompt or data differ): "
-                 "sample each run from its own folder")
+        print(f"note: {folder}/{f} is no registered method (methods.py): its rows are left out")
     return ckpts
 
 
-def run(args, ckpts):
-    """Every row on the same test pairs; `res` collects rows, generations and diagnostics."""
-    cfg = next(iter(ckpts.values()))["run"]
+def run(args, runs):
+    """Every seed's rows on the same test pairs (written to its seed folder), then the table over
+    seeds with paired-bootstrap intervals (tables.py), written to the run folder."""
+    cfg = next(iter(next(iter(runs.values())).values()))["run"]
     humaneval = args.data == "humaneval"
-    test = (data.humaneval() if humaneval else data.load(cfg["data"], cfg["data_dir"], cfg["seed"])["test"])[:args.limit]
+    test = (data.humaneval() if humaneval else data.load(cfg["data"], cfg["data_dir"], cfg["split_seed"])["test"])
+    test = test[:args.limit]
     model, tok = llm.load(cfg["model"], dtype=cfg["dtype"], device=args.device, data_name=cfg["data"],
                           device_map=cfg["device_map"], data_dir=cfg["data_dir"])
-    device, d = llm.embeddings(model).device, llm.embeddings(model).shape[1]
     examples, cut = data.encode(test, tok, max_nl=1024 if humaneval else 128, max_code=cfg["max_code"])
-    refs = [p["code"] for p in test]
-    res = {"cfg": cfg, "test": test, "cut": cut, "rows": [], "gens": {}, "raw": {}, "spread": {}, "extra": {}}
+    check = execution.humaneval_program if humaneval else execution.demo_program if cfg["data"] == "demo" else None
+    lm = {"model": model, "tok": tok, "examples": examples, "fixed": {},
+          "passed": tester(check, test, args.timeout) if check else None}
+    per_seed = {}
+    for seed, ckpts in runs.items():
+        res = {"cfg": cfg, "seed": seed, "test": test, "cut": cut, "rows": [], "gens": {}, "raw": {}, "spread": {},
+               "extra": {}, "tuned": [], "top1": []}  # tuned / top1: row names tables.py compares
+        score_seed(args, ckpts, lm=lm, res=res)
+        write(args, res, os.path.join(args.out, f"seed{seed}"))
+        per_seed[seed] = res
+    tables.write(args, per_seed)
 
-    def score(name, ctx, secs=0.0):
-        gens, losses = run_prompt(model, tok, ctx, examples=examples, args=args, raw_by=res["raw"], name=name)
-        res["rows"].append(row(name, gens, refs, loss=sum(losses) / len(losses), secs=secs))
-        res["gens"][name] = gens
 
-    score("no context", torch.zeros(0, d))
-    manual = llm.text_context(model, tok, cfg["prompt"])
-    score("manual prompt", manual)
+def score_seed(args, ckpts, *, lm, res):
+    """One seed's rows: no context and the manual prompt (the same for every seed: scored once),
+    then each trained method, its noise drawn from the seed."""
+    model, tok, examples, seed, refs = lm["model"], lm["tok"], lm["examples"], res["seed"], [p["code"] for p in res["test"]]
+    device, d = llm.embeddings(model).device, llm.embeddings(model).shape[1]
+
+    def score(name, ctx, secs=0.0, fixed=False):
+        if name not in lm["fixed"]:
+            gens, losses = run_prompt(model, tok, ctx, examples=examples, args=args, raw_by=res["raw"], name=name)
+            done = (row(name, gens, refs, loss=sum(losses) / len(losses), secs=secs), gens, res["raw"][name])
+            if not fixed:
+                return keep(*done)
+            lm["fixed"][name] = done
+        keep(*lm["fixed"][name])
+
+    def keep(r, gens, raw):
+        res["rows"].append(dict(r))
+        res["gens"][r["method"]], res["raw"][r["method"]] = gens, raw
+
+    manual = llm.text_context(model, tok, res["cfg"]["prompt"])
+    score("no context", torch.zeros(0, d), fixed=True)
+    score("manual prompt", manual, fixed=True)
     for name in sorted(ckpts, key=lambda m: METHODS[m].stochastic):  # one-row methods first
         module = METHODS[name].from_checkpoint(ckpts[name]).to(device)
         if module.stochastic:
             res["spread"][name] = draw_rows(model, tok, module, examples=examples, args=args, res=res)
         else:
             t0 = time.perf_counter()
-            ctx = module.sample(1, generator=torch.Generator().manual_seed(args.seed))[0]
+            ctx = module.sample(1, generator=torch.Generator().manual_seed(seed))[0]
             score(module.label(), ctx, time.perf_counter() - t0)
+            res["tuned"].append(module.label())
         res["spread"].setdefault(name, {})["nearest_tokens"] = llm.nearest_tokens(
-            model, tok, module.sample(1, generator=torch.Generator().manual_seed(args.seed))[0], k=3)
-    check = execution.humaneval_program if humaneval else execution.demo_program if cfg["data"] == "demo" else None
-    if check:  # run every row's programs against their tests (HumanEval) or against the reference (demo)
-        passed = tester(check, test, args.timeout)
+            model, tok, module.sample(1, generator=torch.Generator().manual_seed(seed))[0], k=3)
+    passed, humaneval = lm["passed"], args.data == "humaneval"
+    if passed:  # run every row's programs against their tests (HumanEval) or against the reference (demo)
         outcomes = {r["method"]: passed(res["gens"][r["method"]]) for r in res["rows"]}
         for r in res["rows"]:
-            r["pass@1" if humaneval else "exec"] = sum(outcomes[r["method"]]) / len(test)
+            r["pass@1" if humaneval else "exec"] = sum(outcomes[r["method"]]) / len(refs)
     if humaneval:
-        torch.manual_seed(args.seed)
+        torch.manual_seed(seed)
         samples = [run_prompt(model, tok, manual, examples=examples, args=args, raw_by=res["raw"],
                               name=f"manual sample {j}", temperature=args.temperature)[0] for j in range(args.k)]
         res["extra"] = {"pass_at_k": pass_at_k(args, res, samples=samples, passed=passed)}
-    elif check:
+    elif passed:
         res["extra"] = {"exec_vs_exact_match": disagreements(res, outcomes)}
-    write(args, res)
 
 
 def tester(check, test, timeout):
@@ -206,7 +234,7 @@ def draw_rows(model, tok, module, *, examples, args, res):
     best-of-k rows, and how different the k prompts are (one constant prompt is what the LLM loss
     alone rewards)."""
     refs, k = [p["code"] for p in res["test"]], args.k
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator().manual_seed(res["seed"])
     t0 = time.perf_counter()
     contexts = module.sample(k, generator=g, steps=args.sample_steps, eta=args.eta)
     secs = (time.perf_counter() - t0) / k
@@ -218,6 +246,7 @@ def draw_rows(model, tok, module, *, examples, args, res):
     oracle = [max(range(k), key=lambda j: (runs[j][0][i].strip() == refs[i].strip(),
                                            metrics.bleu4([runs[j][0][i]], [refs[i]], smooth=True)))
               for i in range(len(refs))]
+    res["top1"].append(f"{name} top-1")
     for method, chosen in ((f"{name} top-1", [0] * len(refs)), (f"{name} best-of-{k}, LLM likelihood", pick),
                            (f"{name} oracle best-of-{k}", oracle)):  # the oracle peeks at refs: no loss
         res["gens"][method] = [runs[j][0][i] for i, j in enumerate(chosen)]
@@ -233,7 +262,7 @@ def draw_rows(model, tok, module, *, examples, args, res):
                 sum(len({runs[j][0][i] for j in range(k)}) > 1 for i in range(len(refs))) / len(refs)}
 
 
-def write(args, res):
+def write(args, res, folder):
     rows, cfg, test, spread = res["rows"], res["cfg"], res["test"], res["spread"]
     fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
     cols = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "sec_per_prompt"]
@@ -270,11 +299,11 @@ def write(args, res):
     generations = [json.dumps({**{k: v for k, v in p.items() if k != "combo"}, **{m: g[i] for m, g in res["gens"].items()},
                                "raw": {m: g[i] for m, g in res["raw"].items()}}) + "\n" for i, p in enumerate(test)]
     results = json.dumps({"rows": rows, "spread": spread, **res["extra"], "k": args.k,
-                          "sample_steps": args.sample_steps, "eta": args.eta, "seed": args.seed}, indent=2)
+                          "sample_steps": args.sample_steps, "eta": args.eta, "seed": res["seed"]}, indent=2)
     tag = f"-{args.data}" if args.data else ""  # another test set never overwrites the run's own results
     for name, content in ((f"results{tag}.md", text), (f"results{tag}.json", results),
                           (f"generations{tag}.jsonl", "".join(generations))):
-        checkpoint.write_atomic(os.path.join(args.out, name), content)
+        checkpoint.write_atomic(os.path.join(folder, name), content)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,13 @@
     python train.py                                       # offline: tiny model, demo data, both methods
     python train.py --model codet5p-220m --data conala --data-dir ../shared/data/conala --dtype bf16
 
-The run folder (--out) gets config.json (a record of the options), log.jsonl and one checkpoint
-per method (ddpt.pt, prompt-tuning.pt, ...: methods.py names them), which holds all that sample.py
-needs. --resume continues a stopped run exactly.
+    python train.py --seed 0 1 2                          # three seeds, one subfolder each
+
+The run folder (--out) gets config.json (a record of the options) and, per training seed, a folder
+seed<S> with log.jsonl and one checkpoint per method (ddpt.pt, prompt-tuning.pt, ...: methods.py
+names them), which holds all that sample.py needs. A seed sets the initialisation, the batch order
+and the noise; the data split is --split-seed's, the same for every seed. --resume continues a
+stopped run exactly.
 """
 import argparse
 import json
@@ -58,7 +62,9 @@ def parse(argv=None):
     a("--steps", type=count, default=600, help="optimiser steps per method")
     a("--eval-every", type=count, default=200, help="held-out loss and checkpoint every this many steps")
     a("--max-code", type=count, default=128, help="code tokens kept per pair (longer ones are cut and counted)")
-    a("--seed", type=int, default=0, help="seed of the data split, initialisation and noise")
+    a("--seed", type=int, nargs="+", default=[0], help="training seeds (initialisation, batch order, noise), "
+      "one run each in <out>/seed<S>")
+    a("--split-seed", type=int, default=0, help="seed of the data split (train / validation / test), shared by all seeds")
     a("--out", default=None, help="run folder (default out/<model>-<data>)")
     a("--resume", action="store_true", help="continue the run in --out")
     a("--dtype", default="fp32", choices=list(llm.DTYPES), help="LLM weights dtype")
@@ -83,19 +89,19 @@ def heldout_loss(model, tok, ctx, examples, batch_size=32):
 def run_record(args):
     """What every checkpoint of the run keeps beside the module: the LLM, prompt and data it was
     trained with, so that sample.py needs nothing else."""
-    keys = ("model", "prompt", "dtype", "device_map", "data", "data_dir", "seed", "max_code", "steps")
+    keys = ("model", "prompt", "dtype", "device_map", "data", "data_dir", "split_seed", "max_code", "steps")
     return {k: getattr(args, k) for k in keys}
 
 
-def train(name, args, model, tok, *, train_ex, valid_ex, log):
+def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log):
     """One method's plain loop: draw a batch, get contexts, the frozen LLM's loss, a step."""
     Method, device = METHODS[name], llm.embeddings(model).device
     C, s = llm.context_from_text(model, tok, args.prompt, args.n)
     module = Method.from_args(C, s, args).to(device)
     params = list(module.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr or Method.lr, weight_decay=args.weight_decay)
-    g = torch.Generator().manual_seed(args.seed)
-    path, step = os.path.join(args.out, f"{name}.pt"), 0
+    g = torch.Generator().manual_seed(seed)
+    path, step = os.path.join(folder, f"{name}.pt"), 0
     if args.resume and os.path.exists(path):
         ckpt = checkpoint.load(path)
         checkpoint.check(ckpt, name, module.config() | {"model": args.model, "prompt": args.prompt})
@@ -105,12 +111,12 @@ def train(name, args, model, tok, *, train_ex, valid_ex, log):
         step = ckpt["step"]
 
     def save(next_step):
-        checkpoint.save(module.checkpoint() | {"run": run_record(args), "optimizer": opt.state_dict(),
+        checkpoint.save(module.checkpoint() | {"run": run_record(args), "seed": seed, "optimizer": opt.state_dict(),
                                                "rng": g.get_state(), "step": next_step}, path)
 
     manual = heldout_loss(model, tok, llm.text_context(model, tok, args.prompt), valid_ex)
     draws = VALID_DRAWS if Method.stochastic else 1
-    with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=name) as bar:  # closed on Ctrl-C too
+    with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=f"{name}, seed {seed}") as bar:  # closed on Ctrl-C too
         for step in bar:
             idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
             batch = data.collate([train_ex[i] for i in idx], tok)
@@ -129,7 +135,7 @@ def train(name, args, model, tok, *, train_ex, valid_ex, log):
                 contexts = module.sample(draws, generator=torch.Generator().manual_seed(0))
                 losses = [heldout_loss(model, tok, c, valid_ex) for c in contexts]
                 record |= {"valid_token_loss": sum(losses) / len(losses), "valid_token_loss_manual": manual}
-                bar.write(f"{name} step {step + 1}: held-out token loss {record['valid_token_loss']:.4f} "
+                bar.write(f"{name} seed {seed} step {step + 1}: held-out token loss {record['valid_token_loss']:.4f} "
                           f"(manual prompt {manual:.4f})")
             log.write(json.dumps(record) + "\n")
             log.flush()
@@ -168,8 +174,7 @@ def main(argv=None):
 def run(args):
     if os.path.exists(os.path.join(args.out, "config.json")) and not args.resume:
         sys.exit(f"{args.out} already holds a run: pass --resume to continue it, or another --out")
-    torch.manual_seed(args.seed)
-    splits = data.load(args.data, args.data_dir, args.seed)  # before the model: bad data fails in a second
+    splits = data.load(args.data, args.data_dir, args.split_seed)  # before the model: bad data fails in a second
     model, tok = llm.load(args.model, dtype=args.dtype, device=args.device, data_name=args.data,
                           device_map=args.device_map, data_dir=args.data_dir)
     args.prompt = args.prompt or llm.default_prompt(args.data, tok)
@@ -183,11 +188,15 @@ def run(args):
     cfg = os.path.join(args.out, "config.json")
     if not os.path.exists(cfg):  # a resumed run keeps the config it started with
         checkpoint.write_atomic(cfg, json.dumps(vars(args) | {"truncated_train_pairs": cut}, indent=2))
-    if args.resume:
-        trim_log(args.out)
-    with open(os.path.join(args.out, "log.jsonl"), "a") as log:
-        for name in dict.fromkeys(args.method):  # each once, in the order given
-            train(name, args, model, tok, train_ex=train_ex, valid_ex=valid_ex, log=log)
+    for seed in dict.fromkeys(args.seed):
+        folder = os.path.join(args.out, f"seed{seed}")
+        os.makedirs(folder, exist_ok=True)
+        torch.manual_seed(seed)  # the denoiser's initialisation
+        if args.resume:
+            trim_log(folder)
+        with open(os.path.join(folder, "log.jsonl"), "a") as log:
+            for name in dict.fromkeys(args.method):  # each once, in the order given
+                train(name, args, model, tok, seed=seed, folder=folder, train_ex=train_ex, valid_ex=valid_ex, log=log)
     print(f"checkpoints in {args.out}: next, python sample.py --out {args.out}")
 
 

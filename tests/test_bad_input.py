@@ -39,8 +39,8 @@ def one_line_error(result, message):
 
 def snapshot(folder):
     """Every file of a run and its hash (the lock file excepted: any run that asks for it writes its pid)."""
-    return {f: hashlib.sha256(open(os.path.join(folder, f), "rb").read()).hexdigest()
-            for f in sorted(os.listdir(folder)) if f != ".lock"}
+    return {os.path.join(d, f): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(folder) for f in sorted(files) if f != ".lock"}
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,9 @@ def test_bad_data_and_model_folders(cache, tmp_path):
 def test_a_damaged_checkpoint_is_named(cache, previous, tmp_path):
     run = str(tmp_path / "damaged")
     shutil.copytree(previous, run, ignore=shutil.ignore_patterns(".lock"))
-    with open(os.path.join(run, "ddpt.pt"), "r+b") as f:
-        f.truncate(os.path.getsize(os.path.join(run, "ddpt.pt")) // 2)
-    message = f"{run}/ddpt.pt is damaged"
+    with open(os.path.join(run, "seed0", "ddpt.pt"), "r+b") as f:
+        f.truncate(os.path.getsize(os.path.join(run, "seed0", "ddpt.pt")) // 2)
+    message = f"{run}/seed0/ddpt.pt is damaged"
     one_line_error(cli(cache, "sample.py", "--out", run), message)
     one_line_error(cli(cache, "train.py", "--out", run, "--resume", *SMALL, "--steps", "6"), message)
 
@@ -131,7 +131,7 @@ def test_ctrl_c_keeps_whole_checkpoints_and_a_partial_run_samples(cache, tmp_pat
     proc = cli(cache, "train.py", "--out", run, *SMALL, "--steps", "100000", "--eval-every", "2",
                popen=True, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 300
-    while not (run / "ddpt.pt").exists() and proc.poll() is None and time.time() < deadline:
+    while not (run / "seed0" / "ddpt.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
@@ -139,8 +139,8 @@ def test_ctrl_c_keeps_whole_checkpoints_and_a_partial_run_samples(cache, tmp_pat
     err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode != 0 and "Traceback" not in err, err
     assert "interrupted: the checkpoints written so far are kept" in err.strip().splitlines()[-1]
-    step = checkpoint.load(run / "ddpt.pt")["step"]  # whole: it loads
-    assert step >= 2 and not (run / "ddpt.pt.tmp").exists()
+    step = checkpoint.load(run / "seed0" / "ddpt.pt")["step"]  # whole: it loads
+    assert step >= 2 and not (run / "seed0" / "ddpt.pt.tmp").exists()
 
     # only DDPT has a checkpoint, and it is from step `step` of 100000: sampled with a note
     result = cli(cache, "sample.py", "--out", run, "--limit", "4", "--k", "2", "--max-new-tokens", "8")
@@ -152,7 +152,7 @@ def test_ctrl_c_keeps_whole_checkpoints_and_a_partial_run_samples(cache, tmp_pat
     # --resume goes on from the checkpoint, and the log holds every step once
     result = cli(cache, "train.py", "--out", run, *SMALL, "--steps", step + 2, "--method", "ddpt", "--resume")
     assert result.returncode == 0, result.stderr
-    steps = [json.loads(line)["step"] for line in open(run / "log.jsonl")]
+    steps = [json.loads(line)["step"] for line in open(run / "seed0" / "log.jsonl")]
     assert steps == list(range(1, step + 3)), steps
 
 
@@ -162,7 +162,8 @@ def test_sample_without_a_run(cache, tmp_path):
     assert not (tmp_path / "nothing").exists()
     (tmp_path / "started").mkdir()
     (tmp_path / "started" / "config.json").write_text("{}")
-    (tmp_path / "started" / "mine.pt").write_bytes(b"")
+    (tmp_path / "started" / "seed0").mkdir()
+    (tmp_path / "started" / "seed0" / "mine.pt").write_bytes(b"")
     with pytest.raises(SystemExit, match="no checkpoint in .*started yet"):
         sample.main(["--out", str(tmp_path / "started")])
 
@@ -170,9 +171,9 @@ def test_sample_without_a_run(cache, tmp_path):
 def test_checkpoints_of_two_runs_are_refused(cache, previous, tmp_path):
     run = str(tmp_path / "mixed")
     shutil.copytree(previous, run, ignore=shutil.ignore_patterns(".lock"))
-    ckpt = checkpoint.load(os.path.join(run, "ddpt.pt"))
+    ckpt = checkpoint.load(os.path.join(run, "seed0", "ddpt.pt"))
     ckpt["run"]["prompt"] = "Python:"
-    checkpoint.save(ckpt, os.path.join(run, "ddpt.pt"))
+    checkpoint.save(ckpt, os.path.join(run, "seed0", "ddpt.pt"))
     one_line_error(cli(cache, "sample.py", "--out", run), "come from different runs")
 
 

@@ -36,42 +36,55 @@ def small(out, *extra):
 
 
 def test_train_sample_resume(cache, tmp_path, capsys):
-    train.main(small(tmp_path / "run", "--steps", "6"))
-    for f in ("config.json", "log.jsonl", "ddpt.pt", "prompt-tuning.pt"):
+    train.main(small(tmp_path / "run", "--steps", "6", "--seed", "0", "1"))
+    for f in ("config.json", "seed0/log.jsonl", "seed0/ddpt.pt", "seed0/prompt-tuning.pt", "seed1/ddpt.pt"):
         assert os.path.exists(tmp_path / "run" / f)
-    log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    log = [json.loads(line) for line in open(tmp_path / "run" / "seed0" / "log.jsonl")]
     assert len(log) == 12 and all("valid_token_loss" in r for r in log if r["step"] in (3, 6))
 
     # resume: 3 steps, killed after logging a 4th and in the middle of a 5th row, 3 more = 6 uninterrupted,
     # bit for bit, log included
     train.main(small(tmp_path / "half", "--steps", "3"))
-    with open(tmp_path / "half" / "log.jsonl", "a") as f:
+    with open(tmp_path / "half" / "seed0" / "log.jsonl", "a") as f:
         f.write(json.dumps({"method": "prompt-tuning", "step": 4, "loss": -1.0}) + "\n" + '{"method": "ddpt", "st')
     train.main(small(tmp_path / "half", "--steps", "6", "--resume"))
-    rows = {run: sorted(open(tmp_path / run / "log.jsonl"), key=lambda r: (json.loads(r)["method"], json.loads(r)["step"]))
+    rows = {run: sorted(open(tmp_path / run / "seed0" / "log.jsonl"), key=lambda r: (json.loads(r)["method"], json.loads(r)["step"]))
             for run in ("run", "half")}
     assert rows["half"] == rows["run"]
     for method in ("ddpt", "prompt-tuning"):
-        a, b = checkpoint.load(tmp_path / "run" / f"{method}.pt"), checkpoint.load(tmp_path / "half" / f"{method}.pt")
+        a, b = (checkpoint.load(tmp_path / run / "seed0" / f"{method}.pt") for run in ("run", "half"))
         assert a["step"] == b["step"] == 6
         assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
 
     sample.main(["--out", str(tmp_path / "run"), "--limit", "8", "--k", "2", "--max-new-tokens", "24"])
-    table = open(tmp_path / "run" / "results.md").read()
+    table = open(tmp_path / "run" / "seed1" / "results.md").read()
     for name in ("no context", "manual prompt", "soft prompt tuning", "DDPT (DDPM-50) top-1",
                  "best-of-2, LLM likelihood", "oracle best-of-2", "mean pairwise cosine"):
         assert name in table
-    rows = json.load(open(tmp_path / "run" / "results.json"))["rows"]
+    rows = json.load(open(tmp_path / "run" / "seed1" / "results.json"))["rows"]
     assert len(rows) == 6 and all(0 <= r["bleu4"] <= 1 and 0 <= r["exec"] <= 1 for r in rows)
     assert "exec against exact match" in table
-    assert sum(1 for _ in open(tmp_path / "run" / "generations.jsonl")) == 8
+    assert sum(1 for _ in open(tmp_path / "run" / "seed0" / "generations.jsonl")) == 8
+    # over the two seeds: mean ± std of every row, per-seed values, the paired bootstrap of DDPT's top-1
+    summary = json.load(open(tmp_path / "run" / "results.json"))
+    assert summary["seeds"] == [0, 1] and set(summary["per_seed"]) == {"0", "1"}
+    top1 = [r["bleu4"] for s in ("0", "1") for r in summary["per_seed"][s] if r["method"] == "DDPT (DDPM-50) top-1"]
+    mean, std = summary["mean_std"]["DDPT (DDPM-50) top-1"]["bleu4"]
+    assert mean == pytest.approx(sum(top1) / 2) and std == pytest.approx(abs(top1[0] - top1[1]) / 2 ** 0.5)
+    assert summary["mean_std"]["manual prompt"]["bleu4"][1] == 0.0  # greedy from the same prompt in every seed
+    pairs = {(t["seed"], t["b"]) for t in summary["paired_bootstrap"]}
+    assert pairs == {(s, b) for s in (0, 1) for b in ("manual prompt", "soft prompt tuning")}
+    assert all(t[m]["low"] <= t[m]["diff"] <= t[m]["high"] or t[m]["low"] == t[m]["high"]
+               for t in summary["paired_bootstrap"] for m in ("bleu4", "codebleu", "exact_match"))
+    assert " ± " in open(tmp_path / "run" / "results.md").read()
+    table = open(tmp_path / "run" / "results.md").read()
 
     # HumanEval: pass@1 on every row, DDPT's 2 prompts against the manual prompt's 2 samples
     sample.main(["--out", str(tmp_path / "run"), "--data", "humaneval", "--limit", "3", "--k", "2",
                  "--max-new-tokens", "16"])
-    results = json.load(open(tmp_path / "run" / "results-humaneval.json"))
+    results = json.load(open(tmp_path / "run" / "seed0" / "results-humaneval.json"))
     assert len(results["rows"]) == 6 and all(0 <= r["pass@1"] <= 1 for r in results["rows"])
     assert [r["method"][:6] for r in results["pass_at_k"]] == ["manual", "DDPT, "]
     assert all(0 <= r["pass@1"] <= r["pass@2"] <= 1 for r in results["pass_at_k"])
-    assert "HumanEval/0" in open(tmp_path / "run" / "generations-humaneval.jsonl").readline()
+    assert "HumanEval/0" in open(tmp_path / "run" / "seed0" / "generations-humaneval.jsonl").readline()
     assert table == open(tmp_path / "run" / "results.md").read()  # the demo's own table is kept

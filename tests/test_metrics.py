@@ -175,3 +175,26 @@ def test_against_codebleu_package(shared):
         flow = [corpus_dataflow_match([[b]], [a], "python") for a, b in zip(h, snippets)]
         assert spearmanr([s for s, _ in ours], syn).statistic >= 0.8, name
         assert spearmanr([d or 0.0 for _, d in ours], flow).statistic >= 0.8, name
+
+
+def test_paired_bootstrap_equals_a_direct_computation():
+    """The interval from per-pair statistics equals recomputing each metric on each resampled corpus."""
+    import numpy as np
+    rng = random.Random(1)
+    refs = [f"x = sorted(items_{i}) + [{i}]" if i % 2 else f"print(len(words_{i}))" for i in range(40)]
+    a = [r if rng.random() < 0.6 else r.replace("sorted", "list") for r in refs]
+    b = [r if rng.random() < 0.3 else r[:len(r) // 2] for r in refs]
+    R = 40
+    got = metrics.paired_bootstrap(a, b, refs, resamples=R, seed=7)
+    idx = np.random.default_rng(7).integers(0, len(refs), size=(R, len(refs)))
+    fns = {"bleu4": bleu4, "codebleu": lambda h, r: codebleu(h, r)["codebleu"], "exact_match": exact_match}
+    for name, fn in fns.items():
+        diffs = sorted(fn([a[i] for i in row], [refs[i] for i in row]) - fn([b[i] for i in row], [refs[i] for i in row])
+                       for row in idx)
+        assert got[name]["diff"] == pytest.approx(fn(a, refs) - fn(b, refs), abs=1e-12)
+        assert got[name]["low"] == pytest.approx(diffs[1], abs=1e-12)  # int(0.025 * 40) = 1
+        assert got[name]["high"] == pytest.approx(diffs[38], abs=1e-12)  # int(0.975 * 40) - 1 = 38
+        assert got[name]["significant"] == (diffs[1] > 0 or diffs[38] < 0)
+    assert got["exact_match"]["diff"] > 0 and got["exact_match"]["significant"]  # 60% exact against 30%
+    same = metrics.paired_bootstrap(a, a, refs, resamples=50)
+    assert all(v == {"diff": 0.0, "low": 0.0, "high": 0.0, "significant": False} for v in same.values())

@@ -43,10 +43,10 @@ def test_a_registered_method_runs_through_train_and_sample(cache, tmp_path, monk
     monkeypatch.setitem(methods.METHODS, "scaled", Scaled)
     out = str(tmp_path / "run")
     train.main(["--out", out, "--method", "scaled", "--steps", "4", "--eval-every", "2", "--batch-size", "4"])
-    ckpt = torch.load(tmp_path / "run" / "scaled.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "run" / "seed0" / "scaled.pt", weights_only=True)
     assert ckpt["kind"] == "scaled" and ckpt["step"] == 4 and ckpt["weights"]["a"].item() != 0
-    log = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    log = [json.loads(line) for line in open(tmp_path / "run" / "seed0" / "log.jsonl")]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and "valid_token_loss" in log[1]
     sample.main(["--out", out, "--limit", "4"])
-    rows = {r["method"]: r for r in json.load(open(tmp_path / "run" / "results.json"))["rows"]}
+    rows = {r["method"]: r for r in json.load(open(tmp_path / "run" / "seed0" / "results.json"))["rows"]}
     assert list(rows) == ["no context", "manual prompt", "scaled manual prompt"]

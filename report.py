@@ -1,0 +1,81 @@
+"""Re-runs the commands behind the README's tables and writes their output back into the README.
+
+Each table in README.md sits in a block that names the command it came from:
+
+    <!-- report: python bench.py sampling -->               the tables the command prints
+    ...
+    <!-- /report -->
+
+    <!-- report: python train.py ... && python sample.py ... => out/tiny-demo/results.md -->
+    ...                                                      the file the command writes
+    <!-- /report -->
+
+    python report.py                 # lists the blocks and their commands
+    python report.py --run demo      # re-runs the blocks whose command contains "demo", rewrites them
+    python report.py --run           # re-runs every block (hours on a CPU: see each block's time)
+
+A rewritten block ends with the command, its wall time and the date, so the README cannot drift
+from the code without saying when its numbers were made. Blocks run one at a time, in order.
+"""
+import argparse
+import datetime
+import re
+import subprocess
+import sys
+import time
+
+import checkpoint
+
+BLOCK = re.compile(r"<!-- report: (.+?)(?: => (\S+))? -->\n(.*?)<!-- /report -->", re.DOTALL)
+
+
+def tables(text):
+    """The markdown tables of a command's output (runs of lines starting with '|'), one blank line apart."""
+    out, last = [], False
+    for line in text.splitlines():
+        is_row = line.startswith("|")
+        if is_row and not last and out:
+            out.append("")
+        if is_row:
+            out.append(line)
+        last = is_row
+    return "\n".join(out)
+
+
+def rerun(command, path):
+    """Runs `command` in a shell from the repository root; the block's new body."""
+    t0 = time.time()
+    done = subprocess.run(command, shell=True, capture_output=True, text=True)
+    secs = time.time() - t0
+    if done.returncode != 0:
+        sys.exit(f"`{command}` failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+    body = open(path).read().strip() if path else tables(done.stdout)
+    when = datetime.date.today().isoformat()
+    return f"{body}\n\n*`{command}`: {secs:.0f} s wall time, {when}.*\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", nargs="*", default=None, metavar="MATCH", help="re-run blocks whose command contains MATCH")
+    p.add_argument("--readme", default="README.md")
+    args = p.parse_args(argv)
+    text = open(args.readme).read()
+    blocks = list(BLOCK.finditer(text))
+    if args.run is None:
+        for m in blocks:
+            print(m.group(1) + (f"  => {m.group(2)}" if m.group(2) else ""))
+        return
+    for m in blocks:
+        command, path = m.group(1), m.group(2)
+        if args.run and not any(s in command for s in args.run):
+            continue
+        print(f"running: {command}", flush=True)
+        body = rerun(command, path)
+        text = open(args.readme).read()  # re-read: an earlier block may have changed its length
+        old = next(b for b in BLOCK.finditer(text) if b.group(1) == command)
+        text = text[:old.start(3)] + body + text[old.end(3):]
+        checkpoint.write_atomic(args.readme, text)
+
+
+if __name__ == "__main__":
+    main()
