@@ -26,7 +26,7 @@ import time
 
 import checkpoint
 
-BLOCK = re.compile(r"<!-- report: (.+?)(?: => (\S+))? -->\n(.*?)<!-- /report -->", re.DOTALL)
+BLOCK = re.compile(r"^<!-- report: (.+?)(?: => (\S+))? -->\n(.*?)^<!-- /report -->", re.DOTALL | re.MULTILINE)
 
 
 def tables(text):
