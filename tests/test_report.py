@@ -11,7 +11,7 @@ def test_a_block_is_rewritten_with_the_tables_its_command_prints(tmp_path):
     assert [m.group(1)[:6] for m in report.BLOCK.finditer(readme.read_text())] == ["printf", "printf"]
     report.main(["--readme", str(readme), "--run", "noise"])
     text = readme.read_text()
-    body = text.split("<!-- /report -->")[0].split("-->")[-1]  # the first block's new body
+    body = text.split("<!-- /report -->")[0].split("-->")[-1].split("\n\n*`")[0]  # the first block's tables
     assert "| 1 | 2 |" in body and "| 0 | 0 |" not in body and "noise" not in body
     assert "s wall time" in text and "old" in text  # the other block was not run
     report.main(["--readme", str(readme), "--run"])
