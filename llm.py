@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import codet5p
 import data
+import demo
 
 PAPER_PROMPT = "Generate Python code for the following instruction:"
 CHAT_PROMPT = "Write only the Python code, with no explanation:"  # instruct models: ask for the code only
@@ -263,7 +264,7 @@ def pretrain_tiny(path, data_name="demo", *, steps=3000, n_pairs=20_000, seed=0,
 def _pretrain(path, data_name, *, steps, n_pairs, seed, batch_size, data_dir):
     from transformers import T5Config, T5ForConditionalGeneration
     if data_name == "demo":
-        pairs = data.demo_pretraining(n_pairs, seed)
+        pairs = demo.pretraining(n_pairs, seed)
     else:  # a real data set: its own train split, under the default manual prompt
         pairs = [(PAPER_PROMPT, p["nl"], p["code"]) for p in data.load(data_name, data_dir, seed)["train"]]
     torch.manual_seed(seed)

@@ -248,10 +248,9 @@ def pair_stats(hyps, refs):
     {metric: (per-pair rows, score from summed rows)}."""
     ht, rt = _tokens(hyps, refs)
     n = len(hyps)
-    return {"bleu4": ([_bleu_stats(h, r) for h, r in zip(ht, rt)], lambda s, k=n: _bleu_from(s)),
-            "codebleu": ([_codebleu_stats(h, r) for h, r in zip(hyps, refs)],
-                         lambda s, k=n: _codebleu_from(s, k)["codebleu"]),
-            "exact_match": ([[float(h.strip() == r.strip())] for h, r in zip(hyps, refs)], lambda s, k=n: s[0] / k)}
+    return {"bleu4": ([_bleu_stats(h, r) for h, r in zip(ht, rt)], _bleu_from),
+            "codebleu": ([_codebleu_stats(h, r) for h, r in zip(hyps, refs)], lambda s: _codebleu_from(s, n)["codebleu"]),
+            "exact_match": ([[float(h.strip() == r.strip())] for h, r in zip(hyps, refs)], lambda s: s[0] / n)}
 
 
 def paired_bootstrap(hyps_a, hyps_b, refs, resamples=1000, seed=0):

@@ -5,6 +5,7 @@ import os
 import pytest
 
 import data
+import demo
 
 
 
@@ -58,14 +59,14 @@ def test_offline_without_copy_says_which_data_dir(monkeypatch, tmp_path):
 
 
 def test_demo_is_deterministic_and_held_out():
-    a, b = data.demo(0), data.demo(0)
-    assert a == b and a != data.demo(1)
+    a, b = demo.splits(0), demo.splits(0)
+    assert a == b and a != demo.splits(1)
     train_nl = {p["nl"] for p in a["train"]}
     assert not any(p["nl"] in train_nl for p in a["test"])
-    assert all(not data._held_out(*p["combo"]) for p in a["train"])  # test combinations never trained on
-    assert all(data._held_out(*p["combo"]) for p in a["valid"] + a["test"])
+    assert all(not demo.held_out(*p["combo"]) for p in a["train"])  # test combinations never trained on
+    assert all(demo.held_out(*p["combo"]) for p in a["valid"] + a["test"])
     assert len({p["combo"] for p in a["test"]}) > 20
-    assert len(data.demo_pretraining(3000)) == 3000
+    assert len(demo.pretraining(3000)) == 3000
 
 
 def test_truncation_is_counted():

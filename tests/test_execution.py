@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+import demo
 import execution
 import metrics
 
@@ -131,7 +132,7 @@ def test_the_demo_check_compares_behaviour_not_text():
     """The demo's check (execution.demo_program): the same behaviour in other words passes; other
     behaviour, the wrong variable or another language fails."""
     import data
-    test = data.demo()["test"]
+    test = demo.splits()["test"]
     sort, count, total = (next(p for p in test if p["nl"].startswith(verb)) for verb in ("sort", "count", "sum"))
     n, m, s = sort["combo"][1], count["combo"][1], total["combo"][1]
     cases = [(sort, f"{n} = sorted({n})", "passed"), (sort, f"sorted({n})", "failed"),
