@@ -249,5 +249,18 @@ def _become_program(uid, timeout, memory_mb):
     os.execv(python, [python, "-I", "program.py"])
 
 
+def tester(check, test, timeout):
+    """passed(gens): whether each pair's generated code passes check(pair, code) in the sandbox
+    (`run`); each distinct program runs once however many rows share it, across rows and seeds."""
+    status = {}
+
+    def passed(gens):
+        programs = [check(p, g) for p, g in zip(test, gens)]
+        new = [q for q in dict.fromkeys(programs) if q not in status]
+        status.update(zip(new, run(new, timeout=timeout)))
+        return [status[q]["status"] == "passed" for q in programs]
+    return passed
+
+
 if __name__ == "__main__":
     _enter(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -131,7 +131,7 @@ def run(args, runs):
     examples, cut = data.encode(test, tok, max_nl=1024 if humaneval else 128, max_code=cfg["max_code"])
     check = execution.humaneval_program if humaneval else execution.demo_program if cfg["data"] == "demo" else None
     lm = {"model": model, "tok": tok, "examples": examples, "fixed": {},
-          "passed": tester(check, test, args.timeout) if check else None}
+          "passed": execution.tester(check, test, args.timeout) if check else None}
     per_seed = {}
     for seed, ckpts in runs.items():
         res = {"cfg": cfg, "seed": seed, "test": test, "cut": cut, "rows": [], "gens": {}, "raw": {}, "spread": {},
@@ -187,19 +187,6 @@ def score_seed(args, ckpts, *, lm, res):
         res["extra"] = {"pass_at_k": pass_at_k(args, res, samples=samples, passed=passed)}
     elif passed:
         res["extra"] = {"exec_vs_exact_match": disagreements(res, outcomes)}
-
-
-def tester(check, test, timeout):
-    """passed(gens): whether each pair's generated code passes check(pair, code) in the sandbox
-    (execution.py); each distinct program runs once however many rows share it."""
-    status = {}
-
-    def passed(gens):
-        programs = [check(p, g) for p, g in zip(test, gens)]
-        new = [q for q in dict.fromkeys(programs) if q not in status]
-        status.update(zip(new, execution.run(new, timeout=timeout)))
-        return [status[q]["status"] == "passed" for q in programs]
-    return passed
 
 
 def disagreements(res, outcomes):
