@@ -231,11 +231,12 @@ def _nucleus(logits, temperature, top_p):
     return ids.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)
 
 
-def from_pretrained(path, dtype=torch.float32, device_map=None):
+def from_pretrained(path, *, dtype=torch.float32, device_map=None, max_memory=None):
     """Config from config.json (its `encoder` / `decoder` sections), weights from safetensors or
     pytorch_model.bin, sharded or not; a hub id is fetched with huggingface_hub first. The model
     is built on the meta device and filled with tensors cast to `dtype` one by one, so a bf16
-    load never holds an fp32 copy. device_map="auto" shards it over the GPUs with accelerate."""
+    load never holds an fp32 copy. device_map="auto" shards it over the GPUs with accelerate (those in
+    max_memory, if given)."""
     if not os.path.isdir(path):
         from huggingface_hub import snapshot_download
         path = snapshot_download(NAMES.get(path, path), allow_patterns=["*.json", "*.txt", "*.safetensors", "*.bin"])
@@ -261,5 +262,6 @@ def from_pretrained(path, dtype=torch.float32, device_map=None):
     model.load_state_dict(state, strict=True, assign=True)
     if device_map is not None:
         from accelerate import dispatch_model, infer_auto_device_map
-        model = dispatch_model(model, infer_auto_device_map(model, no_split_module_classes=["Block"], dtype=dtype))
+        device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=["Block"], dtype=dtype)
+        model = dispatch_model(model, device_map)
     return model

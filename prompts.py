@@ -9,6 +9,7 @@ train.py and sample.py see a method only through these members (methods.py names
 
     Method.from_args(C, s, args)        a new module from train.py's options
     module.training_contexts(B, g)      contexts (B, n, d) or (n, d) for one training step, with gradients
+                                        (also module(B, g), the call that DDP wraps)
     module.sample(k, generator, steps=None, eta=0.0)
                                         k contexts (k, n, d) for test time (steps/eta: a diffusion sampler's)
     module.checkpoint()                 {"kind", "config", "weights"}: all it needs to rebuild itself
@@ -46,6 +47,10 @@ class PromptMethod(nn.Module):
     def directions(self, contexts):
         """The inverse of `prompt`: x0 = (context - C) / s, flat (B, n*d)."""
         return ((contexts - self.C) / self.s).flatten(1)
+
+    def forward(self, B, generator=None):
+        """training_contexts, as the module's call: what DistributedDataParallel wraps (distributed.py)."""
+        return self.training_contexts(B, generator)
 
     def label(self, steps=None):
         """The name of this method's rows in the tables."""

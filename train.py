@@ -10,8 +10,15 @@ seed<S> with log.jsonl and one checkpoint per method (ddpt.pt, prompt-tuning.pt,
 names them), which holds all that sample.py needs. A seed sets the initialisation, the batch order
 and the noise; the data split is --split-seed's, the same for every seed. --resume continues a
 stopped run exactly.
+
+    torchrun --standalone --nproc_per_node 4 train.py -- --model codet5p-2b --dtype bf16 ...
+
+runs it on 4 GPUs (distributed.py): the same global --batch-size split over the ranks, the same
+result as one process, rank 0 writing. (The `--` keeps torchrun from reading --n and --r as its own
+options' abbreviations.)
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -23,6 +30,7 @@ from tqdm import tqdm
 
 import checkpoint
 import data
+import distributed
 import llm
 from methods import DEFAULT, METHODS
 
@@ -78,11 +86,14 @@ def parse(argv=None):
 @torch.inference_mode()
 def heldout_loss(model, tok, ctx, examples, batch_size=32):
     """The held-out *token* loss: cross-entropy summed over every code token of every pair, divided
-    by the number of tokens (sample.py's test loss is the mean over pairs of each pair's mean)."""
+    by the number of tokens (sample.py's test loss is the mean over pairs of each pair's mean).
+    Under torchrun each rank scores every W-th pair and the sums are added up."""
+    rank, W = distributed.world()
     total = count = 0
-    for b in data.batches(examples, batch_size, tok):
+    for b in data.batches(examples[rank::W], batch_size, tok):
         ce, real = llm.token_losses(model, ctx, b)
         total, count = total + ce.sum().item(), count + real.sum().item()
+    total, count = distributed.all_sum(total, count)
     return total / count
 
 
@@ -95,15 +106,15 @@ def run_record(args):
 
 def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log):
     """One method's plain loop: draw a batch, get contexts, the frozen LLM's loss, a step."""
-    Method, device = METHODS[name], llm.embeddings(model).device
+    Method, device, main = METHODS[name], llm.embeddings(model).device, distributed.is_main()
     C, s = llm.context_from_text(model, tok, args.prompt, args.n)
     module = Method.from_args(C, s, args).to(device)
     params = list(module.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr or Method.lr, weight_decay=args.weight_decay)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # the one stream of batches and noise, the same on every rank
     path, step = os.path.join(folder, f"{name}.pt"), 0
-    if args.resume and os.path.exists(path):
-        ckpt = checkpoint.load(path)
+    ckpt = distributed.broadcast(checkpoint.load(path) if args.resume and main and os.path.exists(path) else None)
+    if ckpt is not None:
         checkpoint.check(ckpt, name, module.config() | {"model": args.model, "prompt": args.prompt})
         module.load_state_dict(ckpt["weights"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -116,30 +127,35 @@ def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log):
 
     manual = heldout_loss(model, tok, llm.text_context(model, tok, args.prompt), valid_ex)
     draws = VALID_DRAWS if Method.stochastic else 1
-    with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=f"{name}, seed {seed}") as bar:  # closed on Ctrl-C too
-        for step in bar:
+    ddp, mine, W = distributed.wrap(module), distributed.share(args.batch_size), distributed.world()[1]
+    with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=f"{name}, seed {seed}", disable=not main) as bar:
+        for step in bar:  # (the bar is closed on Ctrl-C too)
             idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
-            batch = data.collate([train_ex[i] for i in idx], tok)
-            loss = llm.loss(model, module.training_contexts(args.batch_size, g), batch)
-            if not math.isfinite(loss.item()):
-                sys.exit(f"{name}: the loss became {loss.item()} at step {step}; the last good checkpoint "
+            contexts = ddp(args.batch_size, g)  # the whole batch's noise on every rank: one stream for any W
+            contexts = contexts[mine] if contexts.dim() == 3 else contexts
+            ce, real = llm.token_losses(model, contexts, data.collate([train_ex[i] for i in idx[mine]], tok))
+            total, tokens = distributed.all_sum(ce.sum().item(), real.sum().item())
+            loss = total / tokens  # L, the global batch's mean token cross-entropy
+            if not math.isfinite(loss):
+                sys.exit(f"{name}: the loss became {loss} at step {step}; the last good checkpoint "
                          f"is kept in {path}. Lower --lr or use --dtype fp32.")
-            loss.backward()
+            (ce.sum() / tokens * W).backward()  # DDP averages over the W ranks: the gradient of L
             nn.utils.clip_grad_norm_(params, args.clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            record = {"method": name, "step": step + 1, "loss": loss.item()}
+            bar.set_postfix(loss=f"{loss:.4f}")
+            record = {"method": name, "step": step + 1, "loss": loss}
             evaluate = (step + 1) % args.eval_every == 0 or step + 1 == args.steps
             if evaluate:  # the contexts sample.py would draw now (fixed noise, so evaluations compare)
                 contexts = module.sample(draws, generator=torch.Generator().manual_seed(0))
                 losses = [heldout_loss(model, tok, c, valid_ex) for c in contexts]
                 record |= {"valid_token_loss": sum(losses) / len(losses), "valid_token_loss_manual": manual}
-                bar.write(f"{name} seed {seed} step {step + 1}: held-out token loss {record['valid_token_loss']:.4f} "
-                          f"(manual prompt {manual:.4f})")
+                if main:
+                    bar.write(f"{name} seed {seed} step {step + 1}: held-out token loss "
+                              f"{record['valid_token_loss']:.4f} (manual prompt {manual:.4f})")
             log.write(json.dumps(record) + "\n")
             log.flush()
-            if evaluate:  # after the log row: a run killed in between redoes (and re-logs) the step on --resume
+            if evaluate and main:  # after the log row: a run killed in between redoes (and re-logs) the step on --resume
                 save(step + 1)
     return module
 
@@ -167,37 +183,51 @@ def main(argv=None):
     args = parse(argv)
     if args.lr is not None and not args.lr > 0:
         sys.exit(f"--lr must be positive, got {args.lr}")
-    with checkpoint.lock(args.out):
-        run(args)
+    args.device, max_memory = distributed.setup(args.device, args.device_map)
+    if args.batch_size < distributed.world()[1]:
+        sys.exit(f"--batch-size {args.batch_size} is smaller than the {distributed.world()[1]} processes: "
+                 "each needs a pair; raise --batch-size (it is the global batch)")
+    try:
+        with checkpoint.lock(args.out) if distributed.is_main() else contextlib.nullcontext():
+            run(args, max_memory)
+    finally:
+        distributed.teardown()
 
 
-def run(args):
+def run(args, max_memory=None):
+    main = distributed.is_main()
     if os.path.exists(os.path.join(args.out, "config.json")) and not args.resume:
         sys.exit(f"{args.out} already holds a run: pass --resume to continue it, or another --out")
-    splits = data.load(args.data, args.data_dir, args.split_seed)  # before the model: bad data fails in a second
-    model, tok = llm.load(args.model, dtype=args.dtype, device=args.device, data_name=args.data,
-                          device_map=args.device_map, data_dir=args.data_dir)
+    distributed.barrier()  # every rank has looked before rank 0 writes config.json
+    with distributed.main_first():  # rank 0 fills the caches (data, tiny pre-training, GGUF conversion)
+        splits = data.load(args.data, args.data_dir, args.split_seed)  # before the model: bad data fails in a second
+        model, tok = llm.load(args.model, dtype=args.dtype, device=args.device, data_name=args.data,
+                              device_map=args.device_map, data_dir=args.data_dir, max_memory=max_memory)
     args.prompt = args.prompt or llm.default_prompt(args.data, tok)
     n_prompt = len(tok(args.prompt, add_special_tokens=False)["input_ids"])
-    if n_prompt != args.n:  # then an untrained DDPT is not exactly the manual prompt row
+    if n_prompt != args.n and main:  # then an untrained DDPT is not exactly the manual prompt row
         print(f"note: the manual prompt has {n_prompt} tokens, the context n = {args.n}: it is "
               f"{'cut' if n_prompt > args.n else 'padded with the pad token'} (--n {n_prompt} would fit it exactly)")
     train_ex, cut = data.encode(splits["train"], tok, max_code=args.max_code)
     valid_ex, _ = data.encode(splits["valid"], tok, max_code=args.max_code)
-    print(f"{len(train_ex)} training pairs ({cut} cut to --max-code {args.max_code}), {len(valid_ex)} validation pairs")
+    if main:
+        print(f"{len(train_ex)} training pairs ({cut} cut to --max-code {args.max_code}), {len(valid_ex)} validation pairs")
     cfg = os.path.join(args.out, "config.json")
-    if not os.path.exists(cfg):  # a resumed run keeps the config it started with
-        checkpoint.write_atomic(cfg, json.dumps(vars(args) | {"truncated_train_pairs": cut}, indent=2))
+    if main and not os.path.exists(cfg):  # a resumed run keeps the config it started with
+        record = vars(args) | {"truncated_train_pairs": cut, "processes": distributed.world()[1]}
+        checkpoint.write_atomic(cfg, json.dumps(record, indent=2))
     for seed in dict.fromkeys(args.seed):
         folder = os.path.join(args.out, f"seed{seed}")
-        os.makedirs(folder, exist_ok=True)
-        torch.manual_seed(seed)  # the denoiser's initialisation
-        if args.resume:
-            trim_log(folder)
-        with open(os.path.join(folder, "log.jsonl"), "a") as log:
+        torch.manual_seed(seed)  # the denoiser's initialisation (the same on every rank)
+        if main:
+            os.makedirs(folder, exist_ok=True)
+            if args.resume:
+                trim_log(folder)
+        with open(os.path.join(folder, "log.jsonl") if main else os.devnull, "a") as log:  # rank 0 logs
             for name in dict.fromkeys(args.method):  # each once, in the order given
                 train(name, args, model, tok, seed=seed, folder=folder, train_ex=train_ex, valid_ex=valid_ex, log=log)
-    print(f"checkpoints in {args.out}: next, python sample.py --out {args.out}")
+    if main:
+        print(f"checkpoints in {args.out}: next, python sample.py --out {args.out}")
 
 
 if __name__ == "__main__":

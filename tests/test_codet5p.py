@@ -112,7 +112,7 @@ def test_loads_through_llm_with_identical_logits(tmp_path, sharded):
     x, labels = torch.randn(2, 5, 32), torch.randint(0, 300, (2, 4))
     with torch.no_grad():
         assert torch.equal(loaded(inputs_embeds=x, labels=labels).logits, model(inputs_embeds=x, labels=labels).logits)
-    bf16 = codet5p.from_pretrained(str(tmp_path / "m"), torch.bfloat16)
+    bf16 = codet5p.from_pretrained(str(tmp_path / "m"), dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
 
 
