@@ -6,6 +6,9 @@
     python bench.py llm        # SmolLM2-135M-Instruct: load, training step, generation (needs the wheel)
     python bench.py codebleu   # our CodeBLEU against the codebleu package on broken and shuffled CoNaLa code
     python bench.py pretrain   # the tiny pre-training: bit-identical across OMP_NUM_THREADS, and what that costs
+    python bench.py lr         # the learning-rate sweep behind each method's default rate (demo, 3 seeds)
+    python bench.py ddp        # train.py's steps per second: one process, and torchrun with 1 and 2 processes
+    python bench.py memory     # each GPU's memory for CodeT5+ 2B / 6B / 16B in bf16 (bench_ddp.py has both)
 """
 import argparse
 import json
@@ -16,6 +19,7 @@ import time
 
 import torch
 
+import bench_ddp
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data")
 
@@ -107,25 +111,31 @@ def bench_metrics():
 
 
 def bench_train(steps=20):
+    """Training steps with the tiny LLM, batch 16: DDPT (its denoiser half timed apart) and DDPT-MCL
+    (K = 5 no-grad LLM forwards to pick each pair's draw, a 10-step chain, one forward and backward);
+    and DDPT's denoiser half alone at the paper's D = 10 240."""
     import data
     import llm
+    import train
     from ddpt import DDPT
+    from mcl import DDPTMCL
     model, tok = llm.load("tiny")
     C, s = llm.context_from_text(model, tok, "Write code:", 10)
-    ddpt = DDPT(C, s)
     batch = data.collate(data.encode(data.load("demo")["train"][:16], tok)[0], tok)
-    opt = torch.optim.AdamW(ddpt.denoiser.parameters(), lr=1e-4)
-    den = llm_t = 0.0
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        ctx = ddpt.training_contexts(16)
-        t1 = time.perf_counter()
-        loss = llm.loss(model, ctx, batch)
-        loss.backward()
-        t2 = time.perf_counter()
-        opt.step()
-        opt.zero_grad()
-        den, llm_t = den + (t1 - t0) + (time.perf_counter() - t2), llm_t + (t2 - t1)
+    score = train.pair_losses(model, batch, slice(None), 16)
+    split = {}
+    for module in (DDPT(C, s), DDPTMCL(C, s)):
+        opt, den, llm_t, t_start = torch.optim.AdamW(module.parameters(), lr=1e-4), 0.0, 0.0, time.perf_counter()
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            ctx = module.training_contexts(16, None, score)
+            t1 = time.perf_counter()
+            llm.loss(model, ctx, batch).backward()
+            t2 = time.perf_counter()
+            opt.step()
+            opt.zero_grad()
+            den, llm_t = den + (t1 - t0) + (time.perf_counter() - t2), llm_t + (t2 - t1)
+        split[module.title] = (den / steps * 1e3, llm_t / steps * 1e3, (time.perf_counter() - t_start) / steps * 1e3)
     big = DDPT(torch.randn(10, 1024), 1.0)  # the paper's D = 10 240: the denoiser half alone
     big_opt = torch.optim.AdamW(big.denoiser.parameters(), lr=1e-4)
     def big_step():
@@ -133,10 +143,12 @@ def bench_train(steps=20):
         big_opt.step()
         big_opt.zero_grad()
     big_ms = timed(big_step, 10) * 1e3
-    print(f"DDPT denoiser half of a training step at D = 10240, r = 512, batch 16: {big_ms:.1f} ms "
-          "(to compare with one forward+backward of the LLM)")
-    print(f"DDPT training step, tiny LLM, batch 16, D = {C.numel()}: denoiser {den / steps * 1e3:.1f} ms, "
-          f"LLM forward+backward {llm_t / steps * 1e3:.1f} ms, denoiser share {den / (den + llm_t):.1%}")
+    print("| training step, batch 16, r = 512 | D | contexts (+ AdamW), ms | LLM forward + backward, ms | whole step, ms |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| DDPT, the denoiser half alone, at the paper's size | {big.D} | {big_ms:.1f} | — | — |")
+    print(f"| DDPT, tiny LLM | {C.numel()} | " + " | ".join(f"{v:.1f}" for v in split["DDPT"]) + " |")
+    print(f"| DDPT-MCL (K = 5 scoring forwards and a 10-step chain in the contexts), tiny LLM | {C.numel()} | "
+          + " | ".join(f"{v:.1f}" for v in split["DDPT-MCL"]) + " |")
 
 
 def perturb(snippets, seed=0, drop=0.05, rename=0.03):
@@ -197,8 +209,10 @@ def bench_llm(data_dir="conala"):
         cold = timed(lambda: llm.load("smollm2-135m"))
         cached = timed(lambda: llm.load("smollm2-135m"), 3)
         data.CACHE = old
-    print(f"SmolLM2-135M-Instruct, {torch.get_num_threads()} threads; load: cold (GGUF conversion) {cold:.1f} s, "
-          f"cached {cached:.2f} s")
+    print(f"| SmolLM2-135M-Instruct, {torch.get_num_threads()} threads: load | seconds |")
+    print("| --- | --- |")
+    print(f"| cold (the GGUF file converted to safetensors) | {cold:.1f} |")
+    print(f"| cached | {cached:.2f} |")
     splits = data.load("conala", shared_data(data_dir))
 
     def full_head_loss(model, ctx, batch):  # what llm.token_losses did before: logits at every position
@@ -206,6 +220,7 @@ def bench_llm(data_dir="conala"):
         logits = model(inputs_embeds=seq, attention_mask=att).logits[:, :-1]
         return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels[:, 1:], ignore_index=-100)
 
+    print()
     print("| training step (DDPT, CoNaLa train pairs) | dtype | batch | seconds |")
     print("| --- | --- | --- | --- |")
     for dtype in ("fp32", "bf16"):
@@ -226,6 +241,7 @@ def bench_llm(data_dir="conala"):
     model, tok = llm.load("smollm2-135m")
     examples, _ = data.encode(splits["test"][:32], tok)
     ctx = llm.text_context(model, tok, llm.CHAT_PROMPT)
+    print()
     print("| sample.py: generate (greedy, <= 128 new tokens) + loss, 32 CoNaLa test pairs | batch | seconds per pair |")
     print("| --- | --- | --- |")
     for B in (8, 16, 32):
@@ -256,9 +272,38 @@ def bench_pretrain(steps=500):
             print(f"| {name} | {threads} | {float(run.stdout.split()[-1]):.1f} | {digest} |")
 
 
+def bench_lr(steps=300, seeds=(0, 1, 2)):
+    """The sweep behind each method's default rate (its class's `lr`): held-out token loss on the demo's
+    validation split after `steps` steps of batch 16, mean ± std over training seeds."""
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+    rates = {"ddpt": (1e-5, 3e-5, 1e-4, 3e-4), "prompt-tuning": (3e-3, 3e-2, 1e-1)}
+    print(f"| method | lr | held-out token loss after {steps} steps, mean ± std over seeds {' '.join(map(str, seeds))} |")
+    print("| --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for method, lrs in rates.items():
+            for lr in lrs:
+                out = os.path.join(tmp, f"{method}-{lr}")
+                subprocess.run([sys.executable, "train.py", "--method", method, "--lr", str(lr), "--steps", str(steps),
+                                "--eval-every", str(steps), "--seed", *map(str, seeds), "--out", out], capture_output=True, check=True)
+                last = [[json.loads(line) for line in open(os.path.join(out, f"seed{s}", "log.jsonl"))][-1] for s in seeds]
+                losses = [row["valid_token_loss"] for row in last]
+                print(f"| {method} | {lr:g} | {statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f} |")
+        print(f"| manual prompt | — | {last[0]['valid_token_loss_manual']:.4f} |")
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="*", default=["sampling", "metrics", "train"], help="which benchmarks")
-    for what in p.parse_args().what:
-        {"sampling": bench_sampling, "metrics": bench_metrics, "train": bench_train, "llm": bench_llm,
-         "codebleu": bench_codebleu, "pretrain": bench_pretrain}[what]()
+    p.add_argument("--model", default="tiny", help="ddp: the LLM (tiny, t5-220m-random: CodeT5+ 220M's shape, "
+                   "or train.py's --model)")
+    p.add_argument("--device", default="cpu", help="ddp: cpu or cuda")
+    p.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="ddp: torchrun's process counts")
+    args = p.parse_args()
+    benchmarks = {"sampling": bench_sampling, "metrics": bench_metrics, "train": bench_train, "llm": bench_llm,
+                  "codebleu": bench_codebleu, "pretrain": bench_pretrain, "lr": bench_lr, "memory": bench_ddp.bench_memory,
+                  "ddp": lambda: bench_ddp.bench_ddp(args.model, args.device, args.procs)}
+    for what in args.what:
+        benchmarks[what]()

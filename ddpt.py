@@ -42,7 +42,7 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def time(self, t):
-        return self.t_mlp(timestep_embedding(t, self.t_dim))
+        return self.t_mlp(timestep_embedding(t, self.t_dim).to(self.t_mlp[0].weight.dtype))  # float64 in tests
 
     def hidden(self, h, temb):
         h = h + temb
@@ -80,10 +80,11 @@ class DDPT(PromptMethod):
 
     def _randn(self, *shape, generator=None):
         # drawn on the CPU, so one seed gives the same noise on any device
-        return torch.randn(*shape, generator=generator).to(self.C.device)
+        return torch.randn(*shape, generator=generator).to(self.C)  # its device and dtype
 
-    def training_contexts(self, B, generator=None):
-        """Half of a training step (the paper's Eq. 3 without the LLM): B prompt contexts.
+    def training_contexts(self, B, generator=None, score=None):
+        """Half of a training step (the paper's Eq. 3 without the LLM): B prompt contexts. (score is
+        not used: every draw here gets its own pair's loss.)
 
         t ~ U{1..T}, eps ~ N(0, I), x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, context =
         C + s * x0_hat(x_t, t), with gradients into the denoiser. x0 is the manual prompt

@@ -105,7 +105,8 @@ def _status(code, stderr_tail, timed_out):
     if code < 0:  # killed by a signal: SIGXCPU (CPU limit) or SIGKILL (out of memory) are limits
         name = signal.Signals(-code).name
         return {"status": "limit" if name in ("SIGXCPU", "SIGXFSZ", "SIGKILL") else "failed", "error": name}
-    limited = error and any(e in error for e in LIMIT_ERRORS)
+    # anywhere in the tail, not only its last line: the processes of a fork bomb interleave their tracebacks
+    limited = any(e in stderr_tail for e in LIMIT_ERRORS)
     return {"status": "limit" if limited else "failed", "error": error or f"exit status {code}"}
 
 

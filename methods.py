@@ -4,7 +4,8 @@ A new method is a class with the interface of prompts.PromptMethod and one entry
 fork's own script or a test, `methods.METHODS[name] = Class` before calling train.main/sample.main).
 """
 from ddpt import DDPT
+from mcl import DDPTMCL
 from prompts import SoftPrompt
 
-METHODS = {cls.kind: cls for cls in (DDPT, SoftPrompt)}
+METHODS = {cls.kind: cls for cls in (DDPT, SoftPrompt, DDPTMCL)}
 DEFAULT = ["ddpt", "prompt-tuning"]  # what train.py trains when --method is not given

@@ -8,8 +8,11 @@ exactly at the manual prompt's context C = E[c] (s = RMS of the embedding table,
 train.py and sample.py see a method only through these members (methods.py names them):
 
     Method.from_args(C, s, args)        a new module from train.py's options
-    module.training_contexts(B, g)      contexts (B, n, d) or (n, d) for one training step, with gradients
-                                        (also module(B, g), the call that DDP wraps)
+    module.training_contexts(B, g, score)
+                                        contexts (B, n, d) or (n, d) for one training step, with gradients;
+                                        score(contexts (B, n, d)) -> the batch's B per-pair losses, no
+                                        gradients, for a method that chooses among draws (mcl.py)
+                                        (also module(B, g, score), the call that DDP wraps)
     module.sample(k, generator, steps=None, eta=0.0)
                                         k contexts (k, n, d) for test time (steps/eta: a diffusion sampler's)
     module.checkpoint()                 {"kind", "config", "weights"}: all it needs to rebuild itself
@@ -20,6 +23,26 @@ The trained parameters are the module's `parameters()`; C rides along as a buffe
 """
 import torch
 from torch import nn
+
+
+def spread(x0):
+    """How different k prompt directions x0 (k, D) are. The mean pairwise cosine hides a lot (it stays
+    >= 0.9997 where 90% of test pairs get different code), so also the scatter against the common part
+    and the number of directions it spans:
+
+        rms_spread    = sqrt(mean_k |x0_k - m|^2) / |m|,   m = mean_k x0_k      (0: one prompt)
+        participation = (sum_j l_j)^2 / sum_j l_j^2,  l_j the eigenvalues of the draws' covariance
+                        (1: they vary along one direction; k - 1 at most; noise alone if rms_spread ~ 0)
+    """
+    x0 = x0.double().flatten(1)
+    k, m = x0.shape[0], x0.mean(0)
+    unit = nn.functional.normalize(x0, dim=-1)
+    dev = x0 - m
+    lam = torch.linalg.svdvals(dev) ** 2
+    return {"mean_pairwise_cosine": (unit @ unit.T)[torch.triu_indices(k, k, 1).unbind()].mean().item() if k > 1 else 1.0,
+            "direction_norm": x0.norm(dim=-1).mean().item(),
+            "rms_spread": (dev.pow(2).sum(1).mean().sqrt() / m.norm()).item() if m.norm() > 0 else None,
+            "participation": (lam.sum() ** 2 / lam.pow(2).sum()).item() if lam.sum() > 0 else None}
 
 
 class PromptMethod(nn.Module):
@@ -48,9 +71,9 @@ class PromptMethod(nn.Module):
         """The inverse of `prompt`: x0 = (context - C) / s, flat (B, n*d)."""
         return ((contexts - self.C) / self.s).flatten(1)
 
-    def forward(self, B, generator=None):
+    def forward(self, B, generator=None, score=None):
         """training_contexts, as the module's call: what DistributedDataParallel wraps (distributed.py)."""
-        return self.training_contexts(B, generator)
+        return self.training_contexts(B, generator, score)
 
     def label(self, steps=None):
         """The name of this method's rows in the tables."""
@@ -75,7 +98,7 @@ class SoftPrompt(PromptMethod):
         super().__init__(C, s)
         self.context = nn.Parameter(self.C.clone())
 
-    def training_contexts(self, B, generator=None):
+    def training_contexts(self, B, generator=None, score=None):
         return self.context
 
     @torch.inference_mode()

@@ -5,19 +5,19 @@
     python sample.py --out out/X --data humaneval --max-new-tokens 300   # pass@1, pass@k in the sandbox
 
 For each training seed of the run (its seed<S> folder), one table on the same test pairs: no
-context, the manual prompt, then every method the seed folder holds a checkpoint of (methods.py): one row for a deterministic method (soft prompt tuning), and for
-a stochastic one (DDPT) its k draws' top-1, best-of-k by the LLM's own likelihood and oracle
-best-of-k. Each method is rebuilt from its checkpoint alone (config.json is only a record).
-Every row's generations go through the same code extraction (`llm.extract_code`: the first
-fenced block, else the text) before scoring. Written to results.md / results.json in the seed
-folder (the noise draws are seeded by the training seed), with the prompts' nearest tokens, how different the k prompts are, and example
-generations (generations.jsonl keeps the raw text too). With --data humaneval (written to
-results-humaneval.md ...), every row also gets pass@1 (its programs run against the tests in
-execution.py's sandbox), and DDPT's k prompts (one greedy program each) meet the manual
-prompt's k temperature samples in pass@k. The run folder gets the table over seeds (tables.py).
+context, the manual prompt, then every method the seed folder holds a checkpoint of (methods.py):
+one row for a deterministic method (soft prompt tuning); for a stochastic one (DDPT) its k draws'
+top-1, best-of-k by the LLM's own likelihood, the learned pick (selector.py) and the oracle
+best-of-k, with how much the draws differ. Each method is rebuilt from its checkpoint alone
+(config.json is only a record). Every row's generations go through the same code extraction
+(`llm.extract_code`: the first fenced block, else the text) before scoring. Written to results.md /
+results.json in the seed folder (the noise draws are seeded by the training seed), with the
+prompts' nearest tokens and example generations (generations.jsonl keeps the raw text too). With
+--data humaneval (results-humaneval.md ...), every row also gets pass@1 (its programs run against
+the tests in execution.py's sandbox), and DDPT's k prompts (one greedy program each) meet the
+manual prompt's k temperature samples in pass@k. The run folder gets the table over seeds (tables.py).
 """
 import argparse
-import itertools
 import json
 import os
 import re
@@ -31,9 +31,11 @@ import data
 import execution
 import llm
 import metrics
+import selector
 import tables
 from diffusion import steps_arg
 from methods import METHODS
+from prompts import spread
 from train import count
 
 
@@ -50,6 +52,7 @@ def parse(argv=None):
     a("--num-beams", type=count, default=1, help="1 = greedy, the paper's setting")
     a("--batch-size", type=count, default=32, help="test pairs per generation batch")
     a("--limit", type=count, default=None, help="score only the first N test pairs")
+    a("--select-pairs", type=count, default=500, help="training pairs the learned pick among k draws is fitted on")
     a("--data", default=None, choices=["humaneval"], help="test on HumanEval instead of the run's own test split")
     a("--temperature", type=float, default=0.8, help="HumanEval: the manual prompt's k samples, with --top-p")
     a("--top-p", type=float, default=0.95, help="HumanEval: nucleus of the manual prompt's k samples")
@@ -72,19 +75,12 @@ def run_prompt(model, tok, ctx, *, examples, args, raw_by=None, name=None, tempe
     return [llm.extract_code(r) for r in raw], losses
 
 
-def own_likelihood(model, tok, ctx, *, examples, gens, args):
-    """The LLM's mean token loss of its *own* (extracted) code for each pair: lower = more confident."""
-    own, _ = data.encode([{"nl": "", "code": g} for g in gens], tok, max_code=args.max_new_tokens + 1)
-    mine = [(nl, code) for (nl, _), (_, code) in zip(examples, own)]
-    out = []
-    with torch.inference_mode():
-        for b in data.batches(mine, args.batch_size, tok):
-            out += llm.example_losses(model, ctx, b).tolist()
-    return out
+DIAGNOSTICS = ("differ", "rms_spread", "participation")  # a stochastic method's top-1 row: how its k draws differ
 
 
 def row(name, gens, refs, *, loss, secs):
-    return {"method": name, **metrics.evaluate(gens, refs), "pair_loss": loss, "sec_per_prompt": secs}
+    return {"method": name, **metrics.evaluate(gens, refs), "pair_loss": loss, "sec_per_prompt": secs,
+            **dict.fromkeys(DIAGNOSTICS)}
 
 
 def main(argv=None):
@@ -124,18 +120,19 @@ def run(args, runs):
     seeds with paired-bootstrap intervals (tables.py), written to the run folder."""
     cfg = next(iter(next(iter(runs.values())).values()))["run"]
     humaneval = args.data == "humaneval"
-    test = (data.humaneval() if humaneval else data.load(cfg["data"], cfg["data_dir"], cfg["split_seed"])["test"])
-    test = test[:args.limit]
+    splits = data.load(cfg["data"], cfg["data_dir"], cfg["split_seed"])
+    test = (data.humaneval() if humaneval else splits["test"])[:args.limit]
     model, tok = llm.load(cfg["model"], dtype=cfg["dtype"], device=args.device, data_name=cfg["data"],
                           device_map=cfg["device_map"], data_dir=cfg["data_dir"])
     examples, cut = data.encode(test, tok, max_nl=1024 if humaneval else 128, max_code=cfg["max_code"])
     check = execution.humaneval_program if humaneval else execution.demo_program if cfg["data"] == "demo" else None
     lm = {"model": model, "tok": tok, "examples": examples, "fixed": {},
+          "train_examples": data.encode(splits["train"][:args.select_pairs], tok, max_code=cfg["max_code"])[0],
           "passed": execution.tester(check, test, args.timeout) if check else None}
     per_seed = {}
     for seed, ckpts in runs.items():
         res = {"cfg": cfg, "seed": seed, "test": test, "cut": cut, "rows": [], "gens": {}, "raw": {}, "spread": {},
-               "extra": {}, "tuned": [], "top1": []}  # tuned / top1: row names tables.py compares
+               "extra": {}, "tuned": [], "top1": [], "picks": []}  # row names tables.py compares
         score_seed(args, ckpts, lm=lm, res=res)
         write(args, res, os.path.join(args.out, f"seed{seed}"))
         per_seed[seed] = res
@@ -167,7 +164,8 @@ def score_seed(args, ckpts, *, lm, res):
     for name in sorted(ckpts, key=lambda m: METHODS[m].stochastic):  # one-row methods first
         module = METHODS[name].from_checkpoint(ckpts[name]).to(device)
         if module.stochastic:
-            res["spread"][name] = draw_rows(model, tok, module, examples=examples, args=args, res=res)
+            res["spread"][name] = draw_rows(model, tok, module, examples=examples, args=args, res=res,
+                                            train_examples=lm["train_examples"])
         else:
             t0 = time.perf_counter()
             ctx = module.sample(1, generator=torch.Generator().manual_seed(seed))[0]
@@ -216,10 +214,10 @@ def pass_at_k(args, res, *, samples, passed):
     return out
 
 
-def draw_rows(model, tok, module, *, examples, args, res):
-    """A stochastic method's k prompts: top-1, best-of-k by the LLM's likelihood and the oracle
-    best-of-k rows, and how different the k prompts are (one constant prompt is what the LLM loss
-    alone rewards)."""
+def draw_rows(model, tok, module, *, examples, args, res, train_examples):
+    """A stochastic method's k prompts: top-1, best-of-k by the LLM's likelihood, the learned pick
+    (selector.py) and the oracle best-of-k rows, and how different the k prompts are (one constant
+    prompt is what the LLM loss alone rewards)."""
     refs, k = [p["code"] for p in res["test"]], args.k
     g = torch.Generator().manual_seed(res["seed"])
     t0 = time.perf_counter()
@@ -227,32 +225,36 @@ def draw_rows(model, tok, module, *, examples, args, res):
     secs = (time.perf_counter() - t0) / k
     runs = [run_prompt(model, tok, c, examples=examples, args=args, raw_by=res["raw"], name=f"{module.kind} draw {j}")
             for j, c in enumerate(contexts)]
-    own = [own_likelihood(model, tok, c, examples=examples, gens=gens, args=args) for c, (gens, _) in zip(contexts, runs)]
+    own = [selector.own_likelihood(model, tok, c, examples=examples, gens=gens, batch_size=args.batch_size,
+                                   max_code=args.max_new_tokens + 1) for c, (gens, _) in zip(contexts, runs)]
+    learned, report = selector.selected(model, tok, contexts, train_examples=train_examples, test_examples=examples,
+                                        batch_size=args.batch_size)
     name = module.label(args.sample_steps)
     pick = [min(range(k), key=lambda j: own[j][i]) for i in range(len(refs))]
     oracle = [max(range(k), key=lambda j: (runs[j][0][i].strip() == refs[i].strip(),
                                            metrics.bleu4([runs[j][0][i]], [refs[i]], smooth=True)))
               for i in range(len(refs))]
     res["top1"].append(f"{name} top-1")
+    res["picks"] += [f"{name} best-of-{k}, LLM likelihood", f"{name} selected", f"{name} oracle best-of-{k}"]
     for method, chosen in ((f"{name} top-1", [0] * len(refs)), (f"{name} best-of-{k}, LLM likelihood", pick),
+                           (f"{name} selected", learned),
                            (f"{name} oracle best-of-{k}", oracle)):  # the oracle peeks at refs: no loss
         res["gens"][method] = [runs[j][0][i] for i, j in enumerate(chosen)]
         loss = None if chosen is oracle else sum(runs[j][1][i] for i, j in enumerate(chosen)) / len(refs)
         res["rows"].append(row(method, res["gens"][method], refs, loss=loss, secs=secs))
     res["gens"] |= {f"{module.kind} draw {j}": gens for j, (gens, _) in enumerate(runs)}
-    x0 = module.directions(contexts)
-    unit = torch.nn.functional.normalize(x0.float(), dim=-1)
-    pairs = list(itertools.combinations(range(k), 2))
-    return {"mean_pairwise_cosine": sum((unit[a] @ unit[b]).item() for a, b in pairs) / len(pairs) if pairs else 1.0,
-            "direction_norm": x0.norm(dim=-1).mean().item(),
-            "share_pairs_generations_differ":
-                sum(len({runs[j][0][i] for j in range(k)}) > 1 for i in range(len(refs))) / len(refs)}
+    diagnostics = spread(module.directions(contexts))
+    diagnostics["selector"] = report
+    diagnostics["differ"] = sum(len({runs[j][0][i] for j in range(k)}) > 1 for i in range(len(refs))) / len(refs)
+    top1 = next(r for r in res["rows"] if r["method"] == f"{name} top-1")
+    top1 |= {c: diagnostics[c] for c in DIAGNOSTICS}
+    return diagnostics
 
 
 def write(args, res, folder):
     rows, cfg, test, spread = res["rows"], res["cfg"], res["test"], res["spread"]
     fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-    cols = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "sec_per_prompt"]
+    cols = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "sec_per_prompt", *DIAGNOSTICS]
     cols += [c for c in ("exec", "pass@1") if c in rows[0]]
     pass_k = res["extra"].get("pass_at_k")
     lines = [f"Test pairs: {len(test)} ({args.data or cfg['data']}, model {cfg['model']}; {res['cut']} references "
@@ -272,8 +274,11 @@ def write(args, res, folder):
     for name, s in spread.items():
         if "mean_pairwise_cosine" in s:
             lines += ["", f"{METHODS[name].title}'s {args.k} prompts: mean pairwise cosine of their directions "
-                      f"{s['mean_pairwise_cosine']:.4f}, direction norm {s['direction_norm']:.3f}; test pairs "
-                      f"whose {args.k} generations are not all the same: {s['share_pairs_generations_differ']:.1%}."]
+                      f"{s['mean_pairwise_cosine']:.4f}, direction norm {s['direction_norm']:.3f}, rms spread "
+                      f"{fmt(s['rms_spread'])}, participation ratio {fmt(s['participation'])}; test pairs whose "
+                      f"{args.k} generations are not all the same (differ): {s['differ']:.1%}. Selector: training "
+                      f"accuracy {s['selector']['train_accuracy']:.1%} on {s['selector']['train_pairs']} pairs, the most "
+                      f"frequent winner's share {s['selector']['majority_share']:.1%}."]
         lines += ["", f"Nearest vocabulary tokens (cosine) of {METHODS[name].title}'s first prompt, per position:", ""]
         lines += [f"{i}: " + ", ".join(repr(t) for t in toks) for i, toks in enumerate(s["nearest_tokens"])]
     tuned = next((r["method"] for r in rows if r["method"].endswith("top-1")), rows[-1]["method"])

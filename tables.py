@@ -6,6 +6,7 @@ per-seed values in results.json, and the comparisons that matter, with paired-bo
 intervals over the test pairs (metrics.paired_bootstrap: 1,000 resamples, fixed seed), per seed:
 
     each stochastic method's top-1 (DDPT)  against  the manual prompt, and each one-row tuned method (soft prompt)
+    its other picks of one of its k draws (best-of-k by likelihood, oracle)  against  each one-row tuned method
 
 A difference is marked significant (*) where its interval excludes zero.
 """
@@ -16,7 +17,8 @@ import statistics
 import checkpoint
 import metrics
 
-COLS = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "exec", "pass@1"]
+COLS = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "exec", "pass@1",
+        "differ", "rms_spread", "participation"]  # the last three: how a stochastic method's k draws differ
 TESTED = ["bleu4", "codebleu", "exact_match"]  # the metrics the bootstrap compares
 
 
@@ -30,8 +32,9 @@ def mean_std(values):
 
 def comparisons(res):
     """(A, B) row names to compare in one seed's results: stochastic top-1 rows against the manual
-    prompt and against each one-row tuned method."""
-    return [(a, b) for a in res["top1"] for b in ["manual prompt", *res["tuned"]]]
+    prompt and against each one-row tuned method; the other picks among the draws against the latter."""
+    return ([(a, b) for a in res["top1"] for b in ["manual prompt", *res["tuned"]]]
+            + [(a, b) for a in res["picks"] for b in res["tuned"]])
 
 
 def write(args, per_seed):

@@ -62,6 +62,11 @@ def parse(argv=None):
     a("--r", type=count, default=512, help="denoiser width (the intrinsic dimension)")
     a("--blocks", type=int, default=2, help="residual MLP blocks in the denoiser")
     a("--x0", default="self", choices=["self", "zero"], help="x0 noised in training: own estimate, or the manual prompt (paper)")
+    a("--K", type=count, default=5, help="ddpt-mcl: draws competing per training pair")
+    a("--chain", type=count, default=10, help="ddpt-mcl: DDIM steps of the chain it is trained through (and sampled with)")
+    a("--objective", default="wta", choices=["wta", "likelihood"], help="ddpt-mcl: winner-takes-all, or the K-sample likelihood bound")
+    a("--relax", type=float, default=0.0, help="ddpt-mcl, wta: weight shared by the K - 1 losing draws (0: hard)")
+    a("--truncate", type=count, default=None, help="ddpt-mcl: back-propagate through the chain's last steps only")
     a("--lr", type=float, default=None, help="learning rate (default: each method's own, "
       + ", ".join(f"{k} {m.lr:g}" for k, m in METHODS.items()) + ")")
     a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
@@ -95,6 +100,19 @@ def heldout_loss(model, tok, ctx, examples, batch_size=32):
         total, count = total + ce.sum().item(), count + real.sum().item()
     total, count = distributed.all_sum(total, count)
     return total / count
+
+
+def pair_losses(model, batch, mine, B):
+    """score(contexts (B, n, d)) -> the B pairs' losses (cross-entropy summed over each pair's code
+    tokens), no gradients: how a method that chooses among draws (mcl.py) compares them. Each rank
+    scores its own share of the batch; the sums over ranks put the B losses together on every rank."""
+    def score(contexts):
+        with torch.no_grad():
+            ce, _ = llm.token_losses(model, contexts[mine], batch)
+        losses = torch.zeros(B, dtype=torch.float64)
+        losses[mine] = ce.sum(1).double().cpu()
+        return torch.tensor(distributed.all_sum(*losses.tolist()), dtype=torch.float64)
+    return score
 
 
 def run_record(args):
@@ -131,9 +149,11 @@ def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log):
     with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=f"{name}, seed {seed}", disable=not main) as bar:
         for step in bar:  # (the bar is closed on Ctrl-C too)
             idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
-            contexts = ddp(args.batch_size, g)  # the whole batch's noise on every rank: one stream for any W
+            batch = data.collate([train_ex[i] for i in idx[mine]], tok)
+            score = pair_losses(model, batch, mine, args.batch_size)
+            contexts = ddp(args.batch_size, g, score)  # the whole batch's noise on every rank: one stream for any W
             contexts = contexts[mine] if contexts.dim() == 3 else contexts
-            ce, real = llm.token_losses(model, contexts, data.collate([train_ex[i] for i in idx[mine]], tok))
+            ce, real = llm.token_losses(model, contexts, batch)
             total, tokens = distributed.all_sum(ce.sum().item(), real.sum().item())
             loss = total / tokens  # L, the global batch's mean token cross-entropy
             if not math.isfinite(loss):

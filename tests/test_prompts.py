@@ -31,7 +31,7 @@ class Scaled(prompts.PromptMethod):
         super().__init__(C, s)
         self.a = nn.Parameter(torch.zeros(()))
 
-    def training_contexts(self, B, generator=None):
+    def training_contexts(self, B, generator=None, score=None):
         return self.C * (1 + self.a)
 
     @torch.inference_mode()
