@@ -143,7 +143,7 @@ def bench_train(steps=20):
         big_opt.step()
         big_opt.zero_grad()
     big_ms = timed(big_step, 10) * 1e3
-    print("| training step, batch 16, r = 512 | D | contexts (+ AdamW), ms | LLM forward + backward, ms | whole step, ms |")
+    print("| training step, batch 16, r = 512 | D | contexts (+ AdamW), ms | LLM forward + backward (through to the denoiser), ms | whole step, ms |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| DDPT, the denoiser half alone, at the paper's size | {big.D} | {big_ms:.1f} | — | — |")
     print(f"| DDPT, tiny LLM | {C.numel()} | " + " | ".join(f"{v:.1f}" for v in split["DDPT"]) + " |")
