@@ -26,9 +26,9 @@ from torch import nn
 
 
 def spread(x0):
-    """How different k prompt directions x0 (k, D) are. The mean pairwise cosine hides a lot (it stays
-    >= 0.9997 where 90% of test pairs get different code), so also the scatter against the common part
-    and the number of directions it spans:
+    """How different k prompt directions x0 (k, D) are. The mean pairwise cosine hides a lot (DDPT-MCL on
+    the demo: 0.9998 where 77.5% of test pairs get different code), so also the scatter against the
+    common part and the number of directions it spans:
 
         rms_spread    = sqrt(mean_k |x0_k - m|^2) / |m|,   m = mean_k x0_k      (0: one prompt)
         participation = (sum_j l_j)^2 / sum_j l_j^2,  l_j the eigenvalues of the draws' covariance
