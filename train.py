@@ -203,6 +203,10 @@ def main(argv=None):
     args = parse(argv)
     if args.lr is not None and not args.lr > 0:
         sys.exit(f"--lr must be positive, got {args.lr}")
+    defaults = vars(parse([]))
+    unused = [k for k in ("K", "chain", "objective", "relax", "truncate") if getattr(args, k) != defaults[k]]
+    if unused and "ddpt-mcl" not in args.method:  # an option that would change nothing: say so
+        sys.exit(f"--{unused[0]} is an option of --method ddpt-mcl, which this run does not train")
     args.device, max_memory = distributed.setup(args.device, args.device_map)
     if args.batch_size < distributed.world()[1]:
         sys.exit(f"--batch-size {args.batch_size} is smaller than the {distributed.world()[1]} processes: "

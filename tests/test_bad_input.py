@@ -57,6 +57,8 @@ def previous(cache, tmp_path_factory):
     (["--steps", "0"], "argument --steps: must be at least 1, got 0"),
     (["--steps", "-5"], "argument --steps: must be at least 1, got -5"),
     (["--lr", "0"], "--lr must be positive, got 0.0"),
+    (["--relax", "0.1"], "--relax is an option of --method ddpt-mcl, which this run does not train"),
+    (["--method", "ddpt-mcl", "--chain", "60", "--resume"], "--chain must be between 1 and T = 50, got 60"),
     ([], "already holds a run: pass --resume to continue it, or another --out"),
     (["--resume", "--n", "4"], "checkpoint has n=10 but this run has n=4"),
 ])
