@@ -26,19 +26,20 @@ import llm
 
 
 @torch.inference_mode()
+def pair_losses(model, tok, ctx, examples, batch_size=32):
+    """Each pair's mean token loss of its code under the context ctx, as a list."""
+    return [loss for b in data.batches(examples, batch_size, tok) for loss in llm.example_losses(model, ctx, b).tolist()]
+
+
 def losses(model, tok, contexts, examples, batch_size=32):
     """L (N, k): each pair's mean token loss of its reference under each of the k contexts."""
-    per_context = [[loss for b in data.batches(examples, batch_size, tok) for loss in llm.example_losses(model, c, b).tolist()]
-                   for c in contexts]
-    return torch.tensor(per_context).T
+    return torch.tensor([pair_losses(model, tok, c, examples, batch_size) for c in contexts]).T
 
 
-@torch.inference_mode()
 def own_likelihood(model, tok, ctx, *, examples, gens, batch_size=32, max_code=129):
     """The LLM's mean token loss of its *own* (extracted) code for each pair: lower = more confident."""
     own, _ = data.encode([{"nl": "", "code": g} for g in gens], tok, max_code=max_code)
-    mine = [(nl, code) for (nl, _), (_, code) in zip(examples, own)]
-    return [loss for b in data.batches(mine, batch_size, tok) for loss in llm.example_losses(model, ctx, b).tolist()]
+    return pair_losses(model, tok, ctx, [(nl, code) for (nl, _), (_, code) in zip(examples, own)], batch_size)
 
 
 @torch.inference_mode()
