@@ -251,6 +251,15 @@ def batches(examples, batch_size, tok, shuffle=False, generator=None):
         yield collate([examples[j] for j in order[i:i + batch_size]], tok)
 
 
+def batches_with(examples, contexts, batch_size, tok):
+    """The batches of `batches` (in order), each with its contexts: one (n, d) for every pair, or
+    (N, n, d), one per pair (a method that reads the instruction, cond.py)."""
+    if contexts.dim() == 3 and len(contexts) != len(examples):
+        raise ValueError(f"{len(contexts)} contexts for {len(examples)} pairs: give one per pair, or one for all")
+    for i, b in enumerate(batches(examples, batch_size, tok)):
+        yield b, contexts if contexts.dim() == 2 else contexts[i * batch_size:i * batch_size + len(b["labels"])]
+
+
 def build_tokenizer(texts, vocab_size=600, extra=()):
     """A byte-level BPE trained on `texts`, with <pad> = 0, </s> = 1, <unk> = 2 as T5 expects (the
     `tiny` model's and CodeFusion's own tokenizer); `extra` special tokens follow them."""

@@ -50,9 +50,11 @@ class Denoiser(nn.Module):
             h = block(h)
         return h
 
-    def forward(self, x_t, t):
-        """x_t (B, D), t (B,) -> x0_hat (B, D)."""
-        return self.out(self.hidden(self.inp(x_t), self.time(t)))
+    def forward(self, x_t, t, c=None):
+        """x_t (B, D), t (B,) -> x0_hat (B, D). c (B, r): a condition added to the time embedding
+        (cond.py: the instruction, or its learned null); None for the paper's unconditional DDPT."""
+        temb = self.time(t)
+        return self.out(self.hidden(self.inp(x_t), temb if c is None else temb + c))
 
 
 class DDPT(PromptMethod):
@@ -76,15 +78,15 @@ class DDPT(PromptMethod):
         return super().config() | self.hyper
 
     def label(self, steps=None):
-        return f"DDPT ({'DDPM-' + str(self.diffusion.T) if steps is None else f'DDIM-{steps}'})"
+        return f"{self.title} ({'DDPM-' + str(self.diffusion.T) if steps is None else f'DDIM-{steps}'})"
 
     def _randn(self, *shape, generator=None):
         # drawn on the CPU, so one seed gives the same noise on any device
         return torch.randn(*shape, generator=generator).to(self.C)  # its device and dtype
 
-    def training_contexts(self, B, generator=None, score=None):
+    def training_contexts(self, B, generator=None, score=None, *, c=None):
         """Half of a training step (the paper's Eq. 3 without the LLM): B prompt contexts. (score is
-        not used: every draw here gets its own pair's loss.)
+        not used: every draw here gets its own pair's loss; c (B, r): cond.py's condition, if any.)
 
         t ~ U{1..T}, eps ~ N(0, I), x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, context =
         C + s * x0_hat(x_t, t), with gradients into the denoiser. x0 is the manual prompt
@@ -98,13 +100,15 @@ class DDPT(PromptMethod):
         else:
             with torch.no_grad():
                 t_T = torch.full_like(t, self.diffusion.T)
-                x0 = self.denoiser(self._randn(B, self.D, generator=generator), t_T)
+                x0 = self.denoiser(self._randn(B, self.D, generator=generator), t_T, c)
         x_t = self.diffusion.q_sample(x0, t, eps)
-        return self.prompt(self.denoiser(x_t, t))
+        return self.prompt(self.denoiser(x_t, t, c))
 
     @torch.inference_mode()
-    def sample(self, k, generator=None, steps=None, eta=0.0, fast=True):
+    def sample(self, k, generator=None, steps=None, eta=0.0, fast=True, *, hidden=None, rows=1):
         """k prompt contexts (k, n, d) from noise: DDPM over all T steps (steps=None) or DDIM-K.
+        (cond.py: hidden(h, temb) replaces the denoiser's hidden state g, and each draw's x_T is
+        shared by `rows` consecutive rows, one per instruction: k * rows contexts.)
 
         fast=True runs the same chain in r dimensions instead of D. Every step is linear in
         (x0_hat, x_t, z), x_s = a x0_hat + b x_t + c z, and the denoiser reads x_t only through
@@ -115,20 +119,22 @@ class DDPT(PromptMethod):
         Only the last step, whose x0_hat is the sample, goes back to D dims. Same distribution
         of samples (and the same DDIM eta = 0 map from x_T), about D/r times fewer flops a step.
         """
-        den, dif = self.denoiser, self.diffusion
-        x_T = self._randn(k, self.D, generator=generator)
+        den, dif, hidden = self.denoiser, self.diffusion, hidden or self.denoiser.hidden
+        x_T = self._randn(k, self.D, generator=generator).repeat_interleave(rows, 0)
         if not fast:
-            return self.prompt(dif.sample(den, x_T, steps=steps, eta=eta, generator=generator))
+            x0 = dif.sample(lambda x, t: den.out(hidden(den.inp(x), den.time(t))), x_T, steps=steps, eta=eta,
+                            generator=generator)
+            return self.prompt(x0)
         W_in, b_in = den.inp.weight, den.inp.bias
         M, m = W_in @ den.out.weight, W_in @ den.out.bias
         temb = den.time(torch.arange(dif.T + 1, device=x_T.device))  # once per run, not per step
         F = []  # factor of W_in W_in^T, made on the first noisy step (DDIM with eta = 0 needs none)
 
         def inner(u, t):
-            return den.hidden(u + b_in, temb[t]) @ M.T + m
+            return hidden(u + b_in, temb[t]) @ M.T + m
 
         def last(u, t):
-            return den.out(den.hidden(u + b_in, temb[t]))
+            return den.out(hidden(u + b_in, temb[t]))
 
         def noise(u):
             if not F:

@@ -55,12 +55,12 @@ class DDPTMCL(DDPT):
                                    "relax": self.relax, "truncate": self.truncate}
 
     def label(self, steps=None):
-        return f"DDPT-MCL (DDIM-{steps or self.chain})"
+        return f"{self.title} (DDIM-{steps or self.chain})"
 
-    def chain_x0(self, x_T):
+    def chain_x0(self, x_T, c=None):
         """x0 from the DDIM-S chain (eta = 0), differentiable in the denoiser through its last
-        `truncate` steps (all, if None); the earlier steps run without gradients."""
-        walk = self.diffusion.trajectory(self.denoiser, x_T, steps=self.chain, eta=0.0)
+        `truncate` steps (all, if None); the earlier steps run without gradients. c: cond.py's condition."""
+        walk = self.diffusion.trajectory(lambda x, t: self.denoiser(x, t, c), x_T, steps=self.chain, eta=0.0)
         next(walk)  # (T, x_T): nothing computed yet
         with torch.no_grad():
             for _ in range(self.chain - (self.truncate or self.chain)):
@@ -76,13 +76,14 @@ class DDPTMCL(DDPT):
         win = nn.functional.one_hot(L.argmin(0), self.K).T.double()
         return win if self.K == 1 else (1 - self.relax) * win + self.relax / (self.K - 1) * (1 - win)
 
-    def training_contexts(self, B, generator=None, score=None):
+    def training_contexts(self, B, generator=None, score=None, *, c=None):
         """B contexts (B, n, d) with gradients: for each pair, one of its K chain draws, picked by the
         objective's weights from score(contexts (B, n, d)) -> the B pairs' summed losses. Without a
-        score (no LLM at hand), the first draw."""
+        score (no LLM at hand), the first draw. c (B, r): cond.py's condition of each pair, if any."""
         K = self.K if score is not None else 1
         x_T = self._randn(K * B, self.D, generator=generator)
-        contexts = self.prompt(self.chain_x0(x_T)).view(K, B, self.n, self.d)
+        c = None if c is None else c.repeat(K, 1)  # draw k of pair i is row k * B + i
+        contexts = self.prompt(self.chain_x0(x_T, c)).view(K, B, self.n, self.d)
         if score is None:
             return contexts[0]
         with torch.no_grad():
@@ -91,6 +92,6 @@ class DDPTMCL(DDPT):
         return contexts[pick, torch.arange(B, device=contexts.device)]
 
     @torch.inference_mode()
-    def sample(self, k, generator=None, steps=None, eta=0.0, fast=True):
+    def sample(self, k, generator=None, steps=None, eta=0.0, fast=True, **cond):
         """k contexts from the trained DDIM-S chain (steps=None), or from DDIM over another number of steps."""
-        return super().sample(k, generator, steps=steps or self.chain, eta=eta, fast=fast)
+        return super().sample(k, generator, steps=steps or self.chain, eta=eta, fast=fast, **cond)

@@ -15,9 +15,13 @@ train.py and sample.py see a method only through these members (methods.py names
                                         (also module(B, g, score), the call that DDP wraps)
     module.sample(k, generator, steps=None, eta=0.0)
                                         k contexts (k, n, d) for test time (steps/eta: a diffusion sampler's)
+    kind, title, lr, stochastic, conditional
+                                        registry name, table row, default learning rate, whether draws
+                                        differ, whether it reads the instruction (cond.py: then
+                                        training_contexts(B, g, score, features) and sample(k, g, ...,
+                                        features=, w=) -> (k, N, n, d), with the features of the pairs)
     module.checkpoint()                 {"kind", "config", "weights"}: all it needs to rebuild itself
     Method.from_checkpoint(ckpt)        the module again, from that dict alone
-    kind, title, lr, stochastic         registry name, table row, default learning rate, whether draws differ
 
 The trained parameters are the module's `parameters()`; C rides along as a buffer.
 """
@@ -26,7 +30,9 @@ from torch import nn
 
 
 def spread(x0):
-    """How different k prompt directions x0 (k, D) are. The mean pairwise cosine hides a lot (DDPT-MCL on
+    """How different k prompt directions x0 (k, D) are (or, (k, N, D), each of N instructions' k
+    prompts: every number is then the mean over the N instructions, and `across_instructions` is the
+    rms spread of the first draws of the N instructions, how much the prompt moves with the instruction). The mean pairwise cosine hides a lot (DDPT-MCL on
     the demo: 0.9998 where 77.5% of test pairs get different code), so also the scatter against the
     common part and the number of directions it spans:
 
@@ -34,7 +40,12 @@ def spread(x0):
         participation = (sum_j l_j)^2 / sum_j l_j^2,  l_j the eigenvalues of the draws' covariance
                         (1: they vary along one direction; k - 1 at most; noise alone if rms_spread ~ 0)
     """
-    x0 = x0.double().flatten(1)
+    if x0.dim() == 3:
+        each = [spread(x0[:, i]) for i in range(x0.shape[1])]
+        mean = {key: sum(e[key] for e in each) / len(each) if None not in [e[key] for e in each] else None
+                for key in each[0]}
+        return mean | {"across_instructions": spread(x0[0])["rms_spread"]}
+    x0 = x0.double()
     k, m = x0.shape[0], x0.mean(0)
     unit = nn.functional.normalize(x0, dim=-1)
     dev = x0 - m
@@ -48,6 +59,7 @@ def spread(x0):
 class PromptMethod(nn.Module):
     kind = title = lr = None
     stochastic = False  # True: k draws differ, and sample.py adds best-of-k and oracle rows
+    conditional = False  # True: its prompts depend on the instruction's features (cond.py)
 
     def __init__(self, C, s):
         super().__init__()
@@ -68,12 +80,12 @@ class PromptMethod(nn.Module):
         return self.C + self.s * x0.view(-1, self.n, self.d)
 
     def directions(self, contexts):
-        """The inverse of `prompt`: x0 = (context - C) / s, flat (B, n*d)."""
-        return ((contexts - self.C) / self.s).flatten(1)
+        """The inverse of `prompt`: x0 = (context - C) / s, flat (..., n*d)."""
+        return ((contexts - self.C) / self.s).flatten(-2)
 
-    def forward(self, B, generator=None, score=None):
+    def forward(self, B, generator=None, score=None, features=None):
         """training_contexts, as the module's call: what DistributedDataParallel wraps (distributed.py)."""
-        return self.training_contexts(B, generator, score)
+        return self.training_contexts(B, generator, score, *([features] if self.conditional else []))
 
     def label(self, steps=None):
         """The name of this method's rows in the tables."""

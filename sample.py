@@ -27,6 +27,7 @@ import time
 import torch
 
 import checkpoint
+import cond
 import data
 import execution
 import llm
@@ -48,6 +49,8 @@ def parse(argv=None):
     a("--sample-steps", type=steps_arg, default=None, metavar="K|all",
       help="DDIM over K steps, or all: DDPM over all T steps (default, the paper's)")
     a("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
+    a("--guidance", type=float, default=0.0, help="classifier-free guidance weight w of a method that reads "
+      "the instruction (cond.py; 0: the conditional model)")
     a("--max-new-tokens", type=count, default=128, help="generation length")
     a("--num-beams", type=count, default=1, help="1 = greedy, the paper's setting")
     a("--batch-size", type=count, default=32, help="test pairs per generation batch")
@@ -62,25 +65,22 @@ def parse(argv=None):
 
 
 def run_prompt(model, tok, ctx, *, examples, args, raw_by=None, name=None, temperature=None):
-    """Extracted code and per-pair held-out losses of one context over the test pairs (the raw
-    generations go to raw_by[name]); greedy, or sampled at a temperature."""
+    """Extracted code and per-pair held-out losses of one context (n, d), or one per pair (N, n, d),
+    over the test pairs (the raw generations go to raw_by[name]); greedy, or sampled at a temperature."""
     raw, losses = [], []
     with torch.inference_mode():
-        for b in data.batches(examples, args.batch_size, tok):
-            raw += llm.generate(model, tok, ctx, b, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+        for b, c in data.batches_with(examples, ctx, args.batch_size, tok):
+            raw += llm.generate(model, tok, c, b, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                 temperature=temperature, top_p=args.top_p)
-            losses += llm.example_losses(model, ctx, b).tolist()
+            losses += llm.example_losses(model, c, b).tolist()
     if raw_by is not None:
         raw_by[name] = raw
     return [llm.extract_code(r) for r in raw], losses
 
 
-DIAGNOSTICS = ("differ", "rms_spread", "participation")  # a stochastic method's top-1 row: how its k draws differ
-
-
 def row(name, gens, refs, *, loss, secs):
     return {"method": name, **metrics.evaluate(gens, refs), "pair_loss": loss, "sec_per_prompt": secs,
-            **dict.fromkeys(DIAGNOSTICS)}
+            **dict.fromkeys(tables.DIAGNOSTICS)}
 
 
 def main(argv=None):
@@ -94,6 +94,8 @@ def main(argv=None):
             sys.exit(f"no checkpoint in {args.out} yet: train.py writes one every --eval-every steps")
         records = {json.dumps({k: v for k, v in c["run"].items() if k != "steps"}, sort_keys=True)
                    for ckpts in runs.values() for c in ckpts.values()}
+        if args.guidance and not any(METHODS[m].conditional for ckpts in runs.values() for m in ckpts):
+            sys.exit(f"--guidance is for a method that reads the instruction (ddpt-cond, ddpt-mcl-cond); {args.out} has none")
         if len(records) > 1:
             sys.exit(f"the checkpoints in {args.out} come from different runs (model, prompt or data differ): "
                      "sample each run from its own folder")
@@ -126,15 +128,17 @@ def run(args, runs):
                           device_map=cfg["device_map"], data_dir=cfg["data_dir"])
     examples, cut = data.encode(test, tok, max_nl=1024 if humaneval else 128, max_code=cfg["max_code"])
     check = execution.humaneval_program if humaneval else execution.demo_program if cfg["data"] == "demo" else None
-    lm = {"model": model, "tok": tok, "examples": examples, "fixed": {},
-          "train_examples": data.encode(splits["train"][:args.select_pairs], tok, max_code=cfg["max_code"])[0],
+    train_examples = data.encode(splits["train"][:args.select_pairs], tok, max_code=cfg["max_code"])[0]
+    lm = {"model": model, "tok": tok, "examples": examples, "fixed": {}, "train_examples": train_examples,
           "passed": execution.tester(check, test, args.timeout) if check else None}
+    if any(METHODS[name].conditional for ckpts in runs.values() for name in ckpts):  # once for every seed
+        lm["features"] = {"test": cond.features(model, tok, examples), "train": cond.features(model, tok, train_examples)}
     per_seed = {}
     for seed, ckpts in runs.items():
         res = {"cfg": cfg, "seed": seed, "test": test, "cut": cut, "rows": [], "gens": {}, "raw": {}, "spread": {},
                "extra": {}, "tuned": [], "top1": [], "picks": []}  # row names tables.py compares
         score_seed(args, ckpts, lm=lm, res=res)
-        write(args, res, os.path.join(args.out, f"seed{seed}"))
+        tables.write_seed(args, res, os.path.join(args.out, f"seed{seed}"))
         per_seed[seed] = res
     tables.write(args, per_seed)
 
@@ -164,15 +168,13 @@ def score_seed(args, ckpts, *, lm, res):
     for name in sorted(ckpts, key=lambda m: METHODS[m].stochastic):  # one-row methods first
         module = METHODS[name].from_checkpoint(ckpts[name]).to(device)
         if module.stochastic:
-            res["spread"][name] = draw_rows(model, tok, module, examples=examples, args=args, res=res,
-                                            train_examples=lm["train_examples"])
+            res["spread"][name] = draw_rows(model, tok, module, lm=lm, args=args, res=res)
         else:
             t0 = time.perf_counter()
             ctx = module.sample(1, generator=torch.Generator().manual_seed(seed))[0]
             score(module.label(), ctx, time.perf_counter() - t0)
             res["tuned"].append(module.label())
-        res["spread"].setdefault(name, {})["nearest_tokens"] = llm.nearest_tokens(
-            model, tok, module.sample(1, generator=torch.Generator().manual_seed(seed))[0], k=3)
+            res["spread"][name] = {"nearest_tokens": llm.nearest_tokens(model, tok, ctx, k=3)}
     passed, humaneval = lm["passed"], args.data == "humaneval"
     if passed:  # run every row's programs against their tests (HumanEval) or against the reference (demo)
         outcomes = {r["method"]: passed(res["gens"][r["method"]]) for r in res["rows"]}
@@ -214,22 +216,26 @@ def pass_at_k(args, res, *, samples, passed):
     return out
 
 
-def draw_rows(model, tok, module, *, examples, args, res, train_examples):
+def draw_rows(model, tok, module, *, lm, args, res):
     """A stochastic method's k prompts: top-1, best-of-k by the LLM's likelihood, the learned pick
     (selector.py) and the oracle best-of-k rows, and how different the k prompts are (one constant
-    prompt is what the LLM loss alone rewards)."""
-    refs, k = [p["code"] for p in res["test"]], args.k
-    g = torch.Generator().manual_seed(res["seed"])
+    prompt is what the LLM loss alone rewards). A method that reads the instruction (cond.py) draws
+    k prompts for each test pair, and k for each of the selector's training pairs from the same seed."""
+    examples, train_examples, refs, k = lm["examples"], lm["train_examples"], [p["code"] for p in res["test"]], args.k
+    draw = lambda split: module.sample(k, generator=torch.Generator().manual_seed(res["seed"]), steps=args.sample_steps,
+                                       eta=args.eta, **({"features": lm["features"][split], "w": args.guidance}
+                                                        if module.conditional else {}))
     t0 = time.perf_counter()
-    contexts = module.sample(k, generator=g, steps=args.sample_steps, eta=args.eta)
-    secs = (time.perf_counter() - t0) / k
+    contexts = draw("test")
+    secs = (time.perf_counter() - t0) / k / (len(refs) if module.conditional else 1)
+    train_contexts = draw("train") if module.conditional else contexts
     runs = [run_prompt(model, tok, c, examples=examples, args=args, raw_by=res["raw"], name=f"{module.kind} draw {j}")
             for j, c in enumerate(contexts)]
     own = [selector.own_likelihood(model, tok, c, examples=examples, gens=gens, batch_size=args.batch_size,
                                    max_code=args.max_new_tokens + 1) for c, (gens, _) in zip(contexts, runs)]
-    learned, report = selector.selected(model, tok, contexts, train_examples=train_examples, test_examples=examples,
-                                        batch_size=args.batch_size)
-    name = module.label(args.sample_steps)
+    learned, report = selector.selected(model, tok, train_contexts, train_examples=train_examples,
+                                        test_examples=examples, batch_size=args.batch_size)
+    name = module.label(args.sample_steps) + (f", w {args.guidance:g}" if module.conditional and args.guidance else "")
     pick = [min(range(k), key=lambda j: own[j][i]) for i in range(len(refs))]
     oracle = [max(range(k), key=lambda j: (runs[j][0][i].strip() == refs[i].strip(),
                                            metrics.bleu4([runs[j][0][i]], [refs[i]], smooth=True)))
@@ -245,57 +251,11 @@ def draw_rows(model, tok, module, *, examples, args, res, train_examples):
     res["gens"] |= {f"{module.kind} draw {j}": gens for j, (gens, _) in enumerate(runs)}
     diagnostics = spread(module.directions(contexts))
     diagnostics["selector"] = report
+    diagnostics["nearest_tokens"] = llm.nearest_tokens(model, tok, contexts[0] if contexts.dim() == 3 else contexts[0, 0], k=3)
     diagnostics["differ"] = sum(len({runs[j][0][i] for j in range(k)}) > 1 for i in range(len(refs))) / len(refs)
     top1 = next(r for r in res["rows"] if r["method"] == f"{name} top-1")
-    top1 |= {c: diagnostics[c] for c in DIAGNOSTICS}
+    top1 |= {c: diagnostics[c] for c in tables.DIAGNOSTICS}
     return diagnostics
-
-
-def write(args, res, folder):
-    rows, cfg, test, spread = res["rows"], res["cfg"], res["test"], res["spread"]
-    fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-    cols = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "sec_per_prompt", *DIAGNOSTICS]
-    cols += [c for c in ("exec", "pass@1") if c in rows[0]]
-    pass_k = res["extra"].get("pass_at_k")
-    lines = [f"Test pairs: {len(test)} ({args.data or cfg['data']}, model {cfg['model']}; {res['cut']} references "
-             f"cut to {cfg['max_code']} tokens for the loss). Manual prompt: {cfg['prompt']!r}.", "",
-             "| method | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
-    lines += [f"| {r['method']} | " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    lines += ["", "pair_loss: the LLM's mean token cross-entropy of each reference, averaged over pairs "
-              "(train.py's held-out token loss pools the tokens of all pairs instead)."]
-    if pass_k:
-        lines += ["", f"k = {args.k} programs per problem, run against its tests ({args.timeout:g} s each):", "",
-                  "| programs | " + " | ".join(list(pass_k[0])[1:]) + " |", "| --- | --- | --- |"]
-        lines += [f"| {r['method']} | " + " | ".join(fmt(v) for v in list(r.values())[1:]) + " |" for r in pass_k]
-    for way, found in res["extra"].get("exec_vs_exact_match", {}).items():
-        lines += ["", f"exec against exact match, over every row's pairs: {way}: {found['count']}"]
-        lines += [f"  - {e['method']}: {e['nl']!r}: reference `{e['reference']}`, generated `{e['generated']}`"
-                  for e in found["examples"]]
-    for name, s in spread.items():
-        if "mean_pairwise_cosine" in s:
-            lines += ["", f"{METHODS[name].title}'s {args.k} prompts: mean pairwise cosine of their directions "
-                      f"{s['mean_pairwise_cosine']:.4f}, direction norm {s['direction_norm']:.3f}, rms spread "
-                      f"{fmt(s['rms_spread'])}, participation ratio {fmt(s['participation'])}; test pairs whose "
-                      f"{args.k} generations are not all the same (differ): {s['differ']:.1%}. Selector: training "
-                      f"accuracy {s['selector']['train_accuracy']:.1%} on {s['selector']['train_pairs']} pairs, the most "
-                      f"frequent winner's share {s['selector']['majority_share']:.1%}."]
-        lines += ["", f"Nearest vocabulary tokens (cosine) of {METHODS[name].title}'s first prompt, per position:", ""]
-        lines += [f"{i}: " + ", ".join(repr(t) for t in toks) for i, toks in enumerate(s["nearest_tokens"])]
-    tuned = next((r["method"] for r in rows if r["method"].endswith("top-1")), rows[-1]["method"])
-    lines += ["", f"Examples (instruction / reference / manual prompt / {tuned}):", ""]
-    for i in range(min(3, len(test))):
-        lines += [f"- {test[i]['nl']!r}", f"  - reference: `{test[i]['code']}`",
-                  f"  - manual: `{res['gens']['manual prompt'][i]}`", f"  - {tuned}: `{res['gens'][tuned][i]}`"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    generations = [json.dumps({**{k: v for k, v in p.items() if k != "combo"}, **{m: g[i] for m, g in res["gens"].items()},
-                               "raw": {m: g[i] for m, g in res["raw"].items()}}) + "\n" for i, p in enumerate(test)]
-    results = json.dumps({"rows": rows, "spread": spread, **res["extra"], "k": args.k,
-                          "sample_steps": args.sample_steps, "eta": args.eta, "seed": res["seed"]}, indent=2)
-    tag = f"-{args.data}" if args.data else ""  # another test set never overwrites the run's own results
-    for name, content in ((f"results{tag}.md", text), (f"results{tag}.json", results),
-                          (f"generations{tag}.jsonl", "".join(generations))):
-        checkpoint.write_atomic(os.path.join(folder, name), content)
 
 
 if __name__ == "__main__":

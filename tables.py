@@ -1,6 +1,6 @@
-"""The tables over training seeds that sample.py writes to the run folder.
+"""The tables sample.py writes: each seed's own, and the table over training seeds in the run folder.
 
-Each seed's own table (every row, every column) is in <out>/seed<S>/results.md. Here: every row and
+Each seed's own table (every row, every column) is in <out>/seed<S>/results.md (write_seed). Over seeds (write): every row and
 column as mean ± standard deviation over the seeds (the sample standard deviation, n - 1), the
 per-seed values in results.json, and the comparisons that matter, with paired-bootstrap 95%
 intervals over the test pairs (metrics.paired_bootstrap: 1,000 resamples, fixed seed), per seed:
@@ -16,9 +16,10 @@ import statistics
 
 import checkpoint
 import metrics
+from methods import METHODS
 
-COLS = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "exec", "pass@1",
-        "differ", "rms_spread", "participation"]  # the last three: how a stochastic method's k draws differ
+DIAGNOSTICS = ("differ", "rms_spread", "participation")  # a stochastic method's top-1 row: how its k draws differ
+COLS = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "exec", "pass@1", *DIAGNOSTICS]
 TESTED = ["bleu4", "codebleu", "exact_match"]  # the metrics the bootstrap compares
 
 
@@ -30,11 +31,68 @@ def mean_std(values):
     return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
+def tag(args):
+    """The results files' suffix: another test set (-humaneval) or guidance weight (-w2) gets its own."""
+    return (f"-{args.data}" if args.data else "") + (f"-w{args.guidance:g}" if getattr(args, "guidance", 0) else "")
+
+
 def comparisons(res):
     """(A, B) row names to compare in one seed's results: stochastic top-1 rows against the manual
     prompt and against each one-row tuned method; the other picks among the draws against the latter."""
     return ([(a, b) for a in res["top1"] for b in ["manual prompt", *res["tuned"]]]
             + [(a, b) for a in res["picks"] for b in res["tuned"]])
+
+
+def write_seed(args, res, folder):
+    """One seed's table of every row and column, the draws' diagnostics, nearest tokens and examples:
+    results.md, results.json and generations.jsonl (raw text too) in its seed folder."""
+    rows, cfg, test, spread = res["rows"], res["cfg"], res["test"], res["spread"]
+    fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+    cols = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "sec_per_prompt", *DIAGNOSTICS]
+    cols += [c for c in ("exec", "pass@1") if c in rows[0]]
+    pass_k = res["extra"].get("pass_at_k")
+    lines = [f"Test pairs: {len(test)} ({args.data or cfg['data']}, model {cfg['model']}; {res['cut']} references "
+             f"cut to {cfg['max_code']} tokens for the loss). Manual prompt: {cfg['prompt']!r}.", "",
+             "| method | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
+    lines += [f"| {r['method']} | " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["", "pair_loss: the LLM's mean token cross-entropy of each reference, averaged over pairs "
+              "(train.py's held-out token loss pools the tokens of all pairs instead)."]
+    if pass_k:
+        lines += ["", f"k = {args.k} programs per problem, run against its tests ({args.timeout:g} s each):", "",
+                  "| programs | " + " | ".join(list(pass_k[0])[1:]) + " |", "| --- | --- | --- |"]
+        lines += [f"| {r['method']} | " + " | ".join(fmt(v) for v in list(r.values())[1:]) + " |" for r in pass_k]
+    for way, found in res["extra"].get("exec_vs_exact_match", {}).items():
+        lines += ["", f"exec against exact match, over every row's pairs: {way}: {found['count']}"]
+        lines += [f"  - {e['method']}: {e['nl']!r}: reference `{e['reference']}`, generated `{e['generated']}`"
+                  for e in found["examples"]]
+    for name, s in spread.items():
+        if "mean_pairwise_cosine" in s:
+            lines += ["", f"{METHODS[name].title}'s {args.k} prompts: mean pairwise cosine of their directions "
+                      f"{s['mean_pairwise_cosine']:.4f}, direction norm {s['direction_norm']:.3f}, rms spread "
+                      f"{fmt(s['rms_spread'])}, participation ratio {fmt(s['participation'])}; test pairs whose "
+                      f"{args.k} generations are not all the same (differ): {s['differ']:.1%}"
+                      + (f" (means over the test pairs; rms spread of the first draws across the instructions "
+                         f"{fmt(s['across_instructions'])})" if "across_instructions" in s else "") + ". Selector: training "
+                      f"accuracy {s['selector']['train_accuracy']:.1%} on {s['selector']['train_pairs']} pairs, the most "
+                      f"frequent winner's share {s['selector']['majority_share']:.1%}."]
+        lines += ["", f"Nearest vocabulary tokens (cosine) of {METHODS[name].title}'s first prompt, per position:", ""]
+        lines += [f"{i}: " + ", ".join(repr(t) for t in toks) for i, toks in enumerate(s["nearest_tokens"])]
+    tuned = next((r["method"] for r in rows if r["method"].endswith("top-1")), rows[-1]["method"])
+    lines += ["", f"Examples (instruction / reference / manual prompt / {tuned}):", ""]
+    for i in range(min(3, len(test))):
+        lines += [f"- {test[i]['nl']!r}", f"  - reference: `{test[i]['code']}`",
+                  f"  - manual: `{res['gens']['manual prompt'][i]}`", f"  - {tuned}: `{res['gens'][tuned][i]}`"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    generations = [json.dumps({**{k: v for k, v in p.items() if k != "combo"}, **{m: g[i] for m, g in res["gens"].items()},
+                               "raw": {m: g[i] for m, g in res["raw"].items()}}) + "\n" for i, p in enumerate(test)]
+    results = json.dumps({"rows": rows, "spread": spread, **res["extra"], "k": args.k,
+                          "sample_steps": args.sample_steps, "eta": args.eta,
+                          "guidance": args.guidance, "seed": res["seed"]}, indent=2)
+    suffix = tag(args)  # another test set or guidance weight never overwrites the run's own results
+    for name, content in ((f"results{suffix}.md", text), (f"results{suffix}.json", results),
+                          (f"generations{suffix}.jsonl", "".join(generations))):
+        checkpoint.write_atomic(os.path.join(folder, name), content)
 
 
 def write(args, per_seed):
@@ -63,8 +121,8 @@ def write(args, per_seed):
         lines += [f"| {t['a']} | {t['b']} | {t['seed']} | " + " | ".join(sig(t[m]) for m in TESTED) + " |" for t in tests]
     text = "\n".join(lines) + "\n"
     print(text)
-    tag = f"-{args.data}" if args.data else ""
+    suffix = tag(args)
     out = {"seeds": seeds, "mean_std": summary, "per_seed": {s: res["rows"] for s, res in per_seed.items()},
            "paired_bootstrap": tests}
-    checkpoint.write_atomic(os.path.join(args.out, f"results{tag}.md"), text)
-    checkpoint.write_atomic(os.path.join(args.out, f"results{tag}.json"), json.dumps(out, indent=2))
+    checkpoint.write_atomic(os.path.join(args.out, f"results{suffix}.md"), text)
+    checkpoint.write_atomic(os.path.join(args.out, f"results{suffix}.json"), json.dumps(out, indent=2))

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 import checkpoint
+import cond
 import data
 import distributed
 import llm
@@ -67,6 +68,7 @@ def parse(argv=None):
     a("--objective", default="wta", choices=["wta", "likelihood"], help="ddpt-mcl: winner-takes-all, or the K-sample likelihood bound")
     a("--relax", type=float, default=0.0, help="ddpt-mcl, wta: weight shared by the K - 1 losing draws (0: hard)")
     a("--truncate", type=count, default=None, help="ddpt-mcl: back-propagate through the chain's last steps only")
+    a("--p-uncond", type=float, default=0.1, help="ddpt-cond: share of pairs trained with the null condition (guidance)")
     a("--lr", type=float, default=None, help="learning rate (default: each method's own, "
       + ", ".join(f"{k} {m.lr:g}" for k, m in METHODS.items()) + ")")
     a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
@@ -92,11 +94,12 @@ def parse(argv=None):
 def heldout_loss(model, tok, ctx, examples, batch_size=32):
     """The held-out *token* loss: cross-entropy summed over every code token of every pair, divided
     by the number of tokens (sample.py's test loss is the mean over pairs of each pair's mean).
-    Under torchrun each rank scores every W-th pair and the sums are added up."""
+    ctx: one context (n, d), or one per pair (N, n, d). Under torchrun each rank scores every W-th
+    pair and the sums are added up."""
     rank, W = distributed.world()
     total = count = 0
-    for b in data.batches(examples[rank::W], batch_size, tok):
-        ce, real = llm.token_losses(model, ctx, b)
+    for b, c in data.batches_with(examples[rank::W], ctx if ctx.dim() == 2 else ctx[rank::W], batch_size, tok):
+        ce, real = llm.token_losses(model, c, b)
         total, count = total + ce.sum().item(), count + real.sum().item()
     total, count = distributed.all_sum(total, count)
     return total / count
@@ -122,8 +125,9 @@ def run_record(args):
     return {k: getattr(args, k) for k in keys}
 
 
-def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log):
-    """One method's plain loop: draw a batch, get contexts, the frozen LLM's loss, a step."""
+def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log, feats):
+    """One method's plain loop: draw a batch, get contexts, the frozen LLM's loss, a step. feats:
+    {"train", "valid"} instruction features for a method that reads them (cond.py), else None."""
     Method, device, main = METHODS[name], llm.embeddings(model).device, distributed.is_main()
     C, s = llm.context_from_text(model, tok, args.prompt, args.n)
     module = Method.from_args(C, s, args).to(device)
@@ -145,13 +149,15 @@ def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log):
 
     manual = heldout_loss(model, tok, llm.text_context(model, tok, args.prompt), valid_ex)
     draws = VALID_DRAWS if Method.stochastic else 1
+    given = {"features": feats["valid"]} if Method.conditional else {}
     ddp, mine, W = distributed.wrap(module), distributed.share(args.batch_size), distributed.world()[1]
     with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=f"{name}, seed {seed}", disable=not main) as bar:
         for step in bar:  # (the bar is closed on Ctrl-C too)
             idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
             batch = data.collate([train_ex[i] for i in idx[mine]], tok)
             score = pair_losses(model, batch, mine, args.batch_size)
-            contexts = ddp(args.batch_size, g, score)  # the whole batch's noise on every rank: one stream for any W
+            f = feats["train"][idx] if Method.conditional else None  # the whole batch's, as its noise:
+            contexts = ddp(args.batch_size, g, score, f)  # every rank draws the same, for any W
             contexts = contexts[mine] if contexts.dim() == 3 else contexts
             ce, real = llm.token_losses(model, contexts, batch)
             total, tokens = distributed.all_sum(ce.sum().item(), real.sum().item())
@@ -167,7 +173,7 @@ def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log):
             record = {"method": name, "step": step + 1, "loss": loss}
             evaluate = (step + 1) % args.eval_every == 0 or step + 1 == args.steps
             if evaluate:  # the contexts sample.py would draw now (fixed noise, so evaluations compare)
-                contexts = module.sample(draws, generator=torch.Generator().manual_seed(0))
+                contexts = module.sample(draws, generator=torch.Generator().manual_seed(0), **given)
                 losses = [heldout_loss(model, tok, c, valid_ex) for c in contexts]
                 record |= {"valid_token_loss": sum(losses) / len(losses), "valid_token_loss_manual": manual}
                 if main:
@@ -204,9 +210,12 @@ def main(argv=None):
     if args.lr is not None and not args.lr > 0:
         sys.exit(f"--lr must be positive, got {args.lr}")
     defaults = vars(parse([]))
-    unused = [k for k in ("K", "chain", "objective", "relax", "truncate") if getattr(args, k) != defaults[k]]
-    if unused and "ddpt-mcl" not in args.method:  # an option that would change nothing: say so
-        sys.exit(f"--{unused[0]} is an option of --method ddpt-mcl, which this run does not train")
+    for options, owners in ((("K", "chain", "objective", "relax", "truncate"), ("ddpt-mcl", "ddpt-mcl-cond")),
+                            (("p_uncond",), ("ddpt-cond", "ddpt-mcl-cond"))):
+        unused = [k for k in options if getattr(args, k) != defaults[k]]
+        if unused and not set(owners) & set(args.method):  # an option that would change nothing: say so
+            sys.exit(f"--{unused[0].replace('_', '-')} is an option of --method {' or '.join(owners)}, "
+                     "which this run does not train")
     args.device, max_memory = distributed.setup(args.device, args.device_map)
     if args.batch_size < distributed.world()[1]:
         sys.exit(f"--batch-size {args.batch_size} is smaller than the {distributed.world()[1]} processes: "
@@ -236,6 +245,9 @@ def run(args, max_memory=None):
     valid_ex, _ = data.encode(splits["valid"], tok, max_code=args.max_code)
     if main:
         print(f"{len(train_ex)} training pairs ({cut} cut to --max-code {args.max_code}), {len(valid_ex)} validation pairs")
+    feats = None  # the instructions' frozen features, once, for the methods that read them
+    if any(METHODS[name].conditional for name in args.method):
+        feats = {"train": cond.features(model, tok, train_ex), "valid": cond.features(model, tok, valid_ex)}
     cfg = os.path.join(args.out, "config.json")
     if main and not os.path.exists(cfg):  # a resumed run keeps the config it started with
         record = vars(args) | {"truncated_train_pairs": cut, "processes": distributed.world()[1]}
@@ -249,7 +261,8 @@ def run(args, max_memory=None):
                 trim_log(folder)
         with open(os.path.join(folder, "log.jsonl") if main else os.devnull, "a") as log:  # rank 0 logs
             for name in dict.fromkeys(args.method):  # each once, in the order given
-                train(name, args, model, tok, seed=seed, folder=folder, train_ex=train_ex, valid_ex=valid_ex, log=log)
+                train(name, args, model, tok, seed=seed, folder=folder, train_ex=train_ex, valid_ex=valid_ex, log=log,
+                      feats=feats)
     if main:
         print(f"checkpoints in {args.out}: next, python sample.py --out {args.out}")
 

@@ -57,7 +57,8 @@ def previous(cache, tmp_path_factory):
     (["--steps", "0"], "argument --steps: must be at least 1, got 0"),
     (["--steps", "-5"], "argument --steps: must be at least 1, got -5"),
     (["--lr", "0"], "--lr must be positive, got 0.0"),
-    (["--relax", "0.1"], "--relax is an option of --method ddpt-mcl, which this run does not train"),
+    (["--relax", "0.1"], "--relax is an option of --method ddpt-mcl or ddpt-mcl-cond, which this run does not train"),
+    (["--p-uncond", "0.3"], "--p-uncond is an option of --method ddpt-cond or ddpt-mcl-cond, which this run does not train"),
     (["--method", "ddpt-mcl", "--chain", "60", "--resume"], "--chain must be between 1 and T = 50, got 60"),
     ([], "already holds a run: pass --resume to continue it, or another --out"),
     (["--resume", "--n", "4"], "checkpoint has n=10 but this run has n=4"),
@@ -71,6 +72,7 @@ def test_train_refuses_bad_options(cache, previous, args, message):
 @pytest.mark.parametrize("args, message", [
     (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
     (["--k", "0"], "argument --k: must be at least 1, got 0"),
+    (["--guidance", "1"], "--guidance is for a method that reads the instruction (ddpt-cond, ddpt-mcl-cond)"),
 ])
 def test_sample_refuses_bad_options(cache, previous, args, message):
     before = snapshot(previous)

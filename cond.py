@@ -1,0 +1,122 @@
+"""DDPT-Cond: a denoiser that reads the instruction, so each instruction gets its own prompts.
+
+The paper's denoiser sees only noise and a timestep, so the best it can learn is one prompt for every
+instruction. Here it also reads a frozen summary f(q) of the instruction q (`features`): the mean of
+the encoder's states over the instruction's tokens for an encoder-decoder LLM (CodeT5+, the tiny
+T5), the mean of its input embeddings for a decoder-only one (SmolLM2). The summary enters the
+hidden state beside the timestep (IDPG, Wu et al. 2022; LoPA, Jain et al. 2024 make prompts from
+the instruction in the same spirit):
+
+    h = W_in x_t + b_in + MLP(sinusoidal(t)) + c,     c = W_c LN(f(q)) + b_c       (ddpt.Denoiser, c=)
+
+LN without its own scale or shift (only the direction of f counts, for any LLM's scale); W_c and
+b_c start at zero, so an untrained DDPT-Cond is still exactly the manual prompt (as W_out is zero,
+any c would be, but c = 0 keeps the untrained denoiser the unconditional one too).
+
+Classifier-free guidance (Ho and Salimans 2022): in training each pair's c is replaced, with
+probability p_uncond, by a learned null vector c_null (zero at first), so one denoiser learns both
+x0_hat(x_t, t, q) and x0_hat(x_t, t, null). Sampling with a guidance weight w uses
+
+    x0_hat_w = (1 + w) x0_hat(x_t, t, q) - w x0_hat(x_t, t, null)       (w = 0: the conditional model)
+
+which keeps the fast r-dimensional sampler exact: x0_hat = W_out g + b_out is affine in the hidden
+state g, so x0_hat_w = W_out((1 + w) g_q - w g_null) + b_out, and ddpt.DDPT.sample runs with that
+mixed g in place of g. Every instruction's k draws share the same k noises x_T (draw j is one noise
+for all pairs, as for the unconditional methods).
+
+Two registered methods: ddpt-cond (the paper's objective, Eq. 3, with the condition) and
+ddpt-mcl-cond (mcl.py's training through the chain, with the condition).
+"""
+import torch
+from torch import nn
+
+import data
+from ddpt import DDPT
+from mcl import DDPTMCL
+
+
+@torch.inference_mode()
+def features(model, tok, examples, *, encoder=True, batch_size=64):
+    """f(q) (N, d), float32 on the CPU: each instruction's encoder states averaged over its tokens (an
+    encoder-decoder LLM, unless encoder=False), else its input embeddings averaged. The instruction
+    alone, without any prompt: the summary does not move when the prompt does."""
+    E, out = model.get_input_embeddings(), []
+    for b in data.batches(examples, batch_size, tok):
+        ids, mask = b["input_ids"].to(E.weight.device), b["attention_mask"].to(E.weight.device)
+        h = E(ids)
+        if encoder and model.config.is_encoder_decoder:
+            if hasattr(model, "get_encoder"):  # Hugging Face (T5, the tiny model)
+                h = model.get_encoder()(inputs_embeds=h, attention_mask=mask).last_hidden_state
+            else:  # codet5p.CodeT5p: its encoder stack's states (before the projection to the decoder's width)
+                h = model.encoder(h, mask)[0]
+        m = mask.unsqueeze(-1).to(h.dtype)
+        out.append(((h * m).sum(1) / m.sum(1)).float().cpu())
+    return torch.cat(out)
+
+
+class Condition(nn.Module):
+    """c = W_c LN(f) + b_c (zero at init); with probability p_uncond (training only) the learned null."""
+
+    def __init__(self, d, r, p_uncond):
+        super().__init__()
+        self.ln, self.proj = nn.LayerNorm(d, elementwise_affine=False), nn.Linear(d, r)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.null = nn.Parameter(torch.zeros(r))
+        self.p_uncond = p_uncond
+
+    def forward(self, f, generator=None):
+        c = self.proj(self.ln(f.to(self.null)))
+        if generator is None or self.p_uncond == 0:
+            return c
+        drop = (torch.rand(len(f), generator=generator) < self.p_uncond).to(c.device).unsqueeze(1)
+        return torch.where(drop, self.null.expand_as(c), c)
+
+
+class Conditioned:
+    """What DDPT-Cond adds to a DDPT class (the first base of ddpt-cond and ddpt-mcl-cond)."""
+    conditional = True  # train.py and sample.py hand it the features of the instructions
+
+    def __init__(self, C, s, *, p_uncond=0.1, **rest):
+        super().__init__(C, s, **rest)
+        if not 0 <= p_uncond < 1:
+            raise ValueError(f"--p-uncond must be in [0, 1), got {p_uncond}")
+        self.condition = Condition(self.d, self.denoiser.inp.out_features, p_uncond)
+
+    @classmethod
+    def from_args(cls, C, s, args):
+        module = super().from_args(C, s, args)
+        module.condition.p_uncond = args.p_uncond
+        return module
+
+    def config(self):
+        return super().config() | {"p_uncond": self.condition.p_uncond}
+
+    def training_contexts(self, B, generator=None, score=None, features=None):
+        """B contexts for the B pairs whose instructions have the features (B, d); the condition is
+        dropped to the null with probability p_uncond, drawn from the step's generator."""
+        if features is None or len(features) != B:
+            raise ValueError(f"{self.kind} needs the features of the batch's {B} instructions (cond.features)")
+        return super().training_contexts(B, generator, score, c=self.condition(features, generator))
+
+    @torch.inference_mode()
+    def sample(self, k, generator=None, steps=None, eta=0.0, fast=True, *, features=None, w=0.0):
+        """k contexts for each of N instructions (k, N, n, d), guided with weight w (0: conditional)."""
+        if features is None:
+            raise ValueError(f"{self.kind} draws prompts for instructions: pass their features (cond.features)")
+        den, N = self.denoiser, len(features)
+        c, null = self.condition(features).repeat(k, 1), self.condition.null  # row j * N + i: draw j, pair i
+
+        def hidden(h, temb):  # g_w = (1 + w) g_q - w g_null
+            g = den.hidden(h, temb + c)
+            return g if w == 0 else (1 + w) * g - w * den.hidden(h, temb + null)
+        contexts = super().sample(k, generator, steps, eta, fast, hidden=hidden, rows=N)
+        return contexts.view(k, N, self.n, self.d)
+
+
+class DDPTCond(Conditioned, DDPT):
+    kind, title = "ddpt-cond", "DDPT-Cond"
+
+
+class DDPTMCLCond(Conditioned, DDPTMCL):
+    kind, title = "ddpt-mcl-cond", "DDPT-MCL-Cond"
