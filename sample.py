@@ -3,6 +3,7 @@
     python sample.py                          # the run train.py made with no arguments
     python sample.py --out out/X --sample-steps 50            # DDIM-50 instead of DDPM over all T
     python sample.py --out out/X --data humaneval --max-new-tokens 300   # pass@1, pass@k in the sandbox
+    python sample.py --out out/X --guidance 1             # ddpt-cond: guided draws, into results-w1.md
 
 For each training seed of the run (its seed<S> folder), one table on the same test pairs: no
 context, the manual prompt, then every method the seed folder holds a checkpoint of (methods.py):

@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+import cond
 import data
 import llm
 from ddpt import DDPT
@@ -117,3 +118,28 @@ def test_a_few_ddpt_steps_lower_the_loss(smol):
     ctx = ddpt.sample(1, steps=10, generator=g)
     after = llm.loss(model, ctx[0], batch).item()
     assert after < before - 0.05, (before, after)
+
+
+def test_ddpt_cond_starts_at_the_manual_prompt_and_learns_a_prompt_per_instruction(smol):
+    """Decoder-only: f(q) is the mean input embedding of the instruction's tokens (as the template
+    places them). Untrained, every instruction's prompt is C; a few steps lower the loss, and the
+    prompts then differ from one instruction to the next."""
+    model, tok = smol
+    C, s = llm.context_from_text(model, tok, llm.CHAT_PROMPT, 10)
+    examples = data.encode(PAIRS, tok)[0]
+    f = cond.features(model, tok, examples)
+    E = model.get_input_embeddings()
+    assert torch.allclose(f[2], E(torch.tensor(examples[2][0])).mean(0), atol=1e-6)
+    torch.manual_seed(0)
+    module = cond.DDPTCond(C, s, T=100, r=32)
+    assert torch.equal(module.sample(1, features=f)[0], C.expand(len(PAIRS), -1, -1))
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=0.0)
+    batch, g = data.collate(examples, tok), torch.Generator().manual_seed(0)
+    before = llm.loss(model, C, batch).item()
+    for _ in range(6):
+        llm.loss(model, module.training_contexts(len(PAIRS), g, None, f), batch).backward()
+        opt.step()
+        opt.zero_grad()
+    ctx = module.sample(1, steps=10, generator=g, features=f)[0]
+    assert llm.loss(model, ctx, batch).item() < before - 0.05
+    assert (ctx[0] - ctx[1]).abs().max() > 1e-4  # one prompt per instruction
