@@ -30,15 +30,17 @@ from torch import nn
 
 
 def spread(x0):
-    """How different k prompt directions x0 (k, D) are (or, (k, N, D), each of N instructions' k
-    prompts: every number is then the mean over the N instructions, and `across_instructions` is the
-    rms spread of the first draws of the N instructions, how much the prompt moves with the instruction). The mean pairwise cosine hides a lot (DDPT-MCL on
+    """How different k prompt directions x0 (k, D) are. The mean pairwise cosine hides a lot (DDPT-MCL on
     the demo: 0.9998 where 77.5% of test pairs get different code), so also the scatter against the
     common part and the number of directions it spans:
 
         rms_spread    = sqrt(mean_k |x0_k - m|^2) / |m|,   m = mean_k x0_k      (0: one prompt)
         participation = (sum_j l_j)^2 / sum_j l_j^2,  l_j the eigenvalues of the draws' covariance
                         (1: they vary along one direction; k - 1 at most; noise alone if rms_spread ~ 0)
+
+    For (k, N, D), the k prompts of each of N instructions (cond.py): each number is the mean over the
+    instructions, and across_instructions is the rms spread of the N first draws, how far the prompt
+    moves with the instruction.
     """
     if x0.dim() == 3:
         each = [spread(x0[:, i]) for i in range(x0.shape[1])]

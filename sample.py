@@ -96,7 +96,8 @@ def main(argv=None):
         records = {json.dumps({k: v for k, v in c["run"].items() if k != "steps"}, sort_keys=True)
                    for ckpts in runs.values() for c in ckpts.values()}
         if args.guidance and not any(METHODS[m].conditional for ckpts in runs.values() for m in ckpts):
-            sys.exit(f"--guidance is for a method that reads the instruction (ddpt-cond, ddpt-mcl-cond); {args.out} has none")
+            sys.exit(f"--guidance is for a method that reads the instruction (ddpt-cond, ddpt-mcl-cond); "
+                     f"{args.out} has none")
         if len(records) > 1:
             sys.exit(f"the checkpoints in {args.out} come from different runs (model, prompt or data differ): "
                      "sample each run from its own folder")
@@ -252,7 +253,8 @@ def draw_rows(model, tok, module, *, lm, args, res):
     res["gens"] |= {f"{module.kind} draw {j}": gens for j, (gens, _) in enumerate(runs)}
     diagnostics = spread(module.directions(contexts))
     diagnostics["selector"] = report
-    diagnostics["nearest_tokens"] = llm.nearest_tokens(model, tok, contexts[0] if contexts.dim() == 3 else contexts[0, 0], k=3)
+    first = contexts[0] if contexts.dim() == 3 else contexts[0, 0]  # draw 0 (of the first test pair)
+    diagnostics["nearest_tokens"] = llm.nearest_tokens(model, tok, first, k=3)
     diagnostics["differ"] = sum(len({runs[j][0][i] for j in range(k)}) > 1 for i in range(len(refs))) / len(refs)
     top1 = next(r for r in res["rows"] if r["method"] == f"{name} top-1")
     top1 |= {c: diagnostics[c] for c in tables.DIAGNOSTICS}

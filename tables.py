@@ -1,9 +1,10 @@
 """The tables sample.py writes: each seed's own, and the table over training seeds in the run folder.
 
-Each seed's own table (every row, every column) is in <out>/seed<S>/results.md (write_seed). Over seeds (write): every row and
-column as mean ± standard deviation over the seeds (the sample standard deviation, n - 1), the
-per-seed values in results.json, and the comparisons that matter, with paired-bootstrap 95%
-intervals over the test pairs (metrics.paired_bootstrap: 1,000 resamples, fixed seed), per seed:
+Each seed's own table (every row, every column) goes to <out>/seed<S>/results.md (write_seed). Over
+the seeds (write): every row and column as mean ± standard deviation over the seeds (the sample
+standard deviation, n - 1), the per-seed values in results.json, and the comparisons that matter,
+with paired-bootstrap 95% intervals over the test pairs (metrics.paired_bootstrap: 1,000 resamples,
+fixed seed), per seed:
 
     each stochastic method's top-1 (DDPT)  against  the manual prompt, and each one-row tuned method (soft prompt)
     its other picks of one of its k draws (best-of-k by likelihood, oracle)  against  each one-row tuned method
