@@ -21,8 +21,9 @@ x0_hat(x_t, t, q) and x0_hat(x_t, t, null). Sampling with a guidance weight w us
 
 which keeps the fast r-dimensional sampler exact: x0_hat = W_out g + b_out is affine in the hidden
 state g, so x0_hat_w = W_out((1 + w) g_q - w g_null) + b_out, and ddpt.DDPT.sample runs with that
-mixed g in place of g. Every instruction's k draws share the same k noises x_T (draw j is one noise
-for all pairs, as for the unconditional methods).
+mixed g in place of g. Every instruction's k draws start from the same k noises x_T: with DDIM at
+eta = 0 (DDPT-MCL's chain) draw j is one and the same noise for all pairs; DDPM adds fresh noise per
+row at every step, so there only the start is shared.
 
 Two registered methods: ddpt-cond (the paper's objective, Eq. 3, with the condition) and
 ddpt-mcl-cond (mcl.py's training through the chain, with the condition).
