@@ -149,7 +149,7 @@ def _causal(model, context, batch):
     """Decoder-only: per example [context ; instruction ; code], right-padded; labels on code only."""
     emb, mask = _inputs(model, context, batch)
     E, labels = model.get_input_embeddings(), batch["labels"].to(emb.device)
-    rows, masks, labs = [], [], []
+    rows, labs = [], []
     for i in range(emb.shape[0]):
         keep, code = mask[i].bool(), labels[i][labels[i] != -100]
         rows.append(torch.cat([emb[i][keep], E(code)]))
