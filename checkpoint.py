@@ -1,6 +1,6 @@
 """The run folder on disk: atomic checkpoints and text files, safe loading, the folder's lock.
 
-Both systems (DDPT's train.py / sample.py and train_codefusion.py) write through here, so a crash,
+Both systems (DDPT's train.py / sample.py and codefusion/train.py) write through here, so a crash,
 a full disk or Ctrl-C never leaves a half-written file, and a damaged one is named when read.
 A checkpoint is a dict of tensors, numbers and strings; every trained object keeps in it what it
 needs to rebuild itself ("kind", "config", "weights"), as nanoGPT's checkpoints keep `model_args`.

@@ -1,9 +1,10 @@
-"""Data: CoNaLa, CodeAlpaca, the offline `demo` corpus (made in demo.py), HumanEval (evaluation
+"""Data: CoNaLa, CodeAlpaca, the offline `demo` corpus (made in models/demo.py), HumanEval (evaluation
 only), the CodeFusion benchmarks; tokenizers, tokenization, padding and batching.
 
 A pair is {"nl": instruction, "code": reference code}. `load(name)` returns deterministic,
 disjoint {"train", "valid", "test"} splits; `encode` + `collate` turn pairs into padded tensors,
-inside the tokenizer's chat template when it has one (`chat_parts`).
+inside the tokenizer's chat template when it has one (`chat_parts`). A data set is known by its
+entry in DATASETS, name -> loader(data_dir, seed) -> splits: `--data` offers every entry.
 """
 import functools
 import gzip
@@ -15,7 +16,7 @@ import urllib.request
 
 import torch
 
-import demo
+from models import demo
 
 CACHE = os.environ.get("DDPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ddpt"))
 SOURCES = {  # the official releases, downloaded once into the cache when no --data-dir is given
@@ -91,21 +92,26 @@ def _split(pairs, fractions, seed):
     return out
 
 
-def load(name="demo", data_dir=None, seed=0):
-    if name == "demo":
-        return demo.splits(seed)
-    if name not in SOURCES:
-        raise ValueError(f"unknown --data {name!r}: use demo, conala or codealpaca")
-    folder = data_dir or _download(name)
-    if name == "conala":
-        splits = {}
-        for split in ("train", "test"):
-            path = os.path.join(folder, f"conala-{split}.json")
-            recs = _fields(_read_json(path), path, ["intent", "snippet"])
-            splits[split] = [{"nl": r.get("rewritten_intent") or r["intent"], "code": r["snippet"]} for r in recs]
-        valid_share = 200 / len(splits["train"])  # validation carved from train by seed
-        splits["valid"], splits["train"] = _split(splits["train"], [valid_share, 1 - valid_share], seed)
-        return splits
+def demo_splits(data_dir, seed):
+    return demo.splits(seed)
+
+
+def conala(data_dir, seed):
+    """CoNaLa v1.1 annotated: its train / test; NL = rewritten_intent, else intent; 200 validation
+    pairs carved from train by seed."""
+    folder, splits = data_dir or _download("conala"), {}
+    for split in ("train", "test"):
+        path = os.path.join(folder, f"conala-{split}.json")
+        recs = _fields(_read_json(path), path, ["intent", "snippet"])
+        splits[split] = [{"nl": r.get("rewritten_intent") or r["intent"], "code": r["snippet"]} for r in recs]
+    valid_share = 200 / len(splits["train"])  # validation carved from train by seed
+    splits["valid"], splits["train"] = _split(splits["train"], [valid_share, 1 - valid_share], seed)
+    return splits
+
+
+def codealpaca(data_dir, seed):
+    """CodeAlpaca-20k (or its 2k cut): instruction (+ input) -> output, split 90/5/5 by seed."""
+    folder = data_dir or _download("codealpaca")
     names = [f for f in ("code_alpaca_20k.json", "code_alpaca_2k.json") if os.path.exists(os.path.join(folder, f))]
     if not names:
         raise FileNotFoundError(f"no code_alpaca_20k.json or code_alpaca_2k.json in {folder}: check --data-dir")
@@ -115,6 +121,15 @@ def load(name="demo", data_dir=None, seed=0):
              for r in recs]
     train, valid, test = _split(pairs, [0.9, 0.05, 0.05], seed)
     return {"train": train, "valid": valid, "test": test}
+
+
+DATASETS = {"demo": demo_splits, "conala": conala, "codealpaca": codealpaca}
+
+
+def load(name="demo", data_dir=None, seed=0):
+    if name not in DATASETS:
+        raise ValueError(f"unknown --data {name!r}: use {', '.join(DATASETS)}")
+    return DATASETS[name](data_dir, seed)
 
 
 # ---- HumanEval (Chen et al. 2021), evaluation only ---------------------------------------------

@@ -10,13 +10,34 @@ clean direction from a noisy one:
     x0_hat(x_t, t) = W_out( blocks( W_in flatten(x_t) + b_in + MLP(sinusoidal(t)) ) ) + b_out
 
 W_in: D -> r (r = 512, the low "intrinsic" dimension), W_out: r -> D, zero-initialised, so an
-untrained DDPT returns x0_hat = 0: exactly the manual prompt. Knows nothing of data files.
+untrained DDPT returns x0_hat = 0: exactly the manual prompt. The paper's objective (Eq. 3) is
+`objective`, the one function train.py's loop calls for every method. Knows nothing of data files.
 """
 import torch
 from torch import nn
 
-from diffusion import Diffusion, timestep_embedding
-from prompts import PromptMethod
+import llm
+from diffusion import Diffusion, steps_arg, timestep_embedding
+from prompts import Option, PromptMethod, count, register
+
+
+def objective(module, model, batch, *, B, generator, share=slice(None), score=None, features=None):
+    """The paper's Eq. 3, the loss DDPT is trained on (no reconstruction term):
+
+        L(theta) = E_{(q, y), t, eps} [ CE( y | [C + s * x0_hat_theta(x_t, t) ; q] ) ],
+        t ~ U{1..T},  eps ~ N(0, I),  x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+
+    the frozen LLM's token cross-entropy of the reference code y given the prompt made from the
+    denoiser's output and the instruction q. module(B, generator, score, features) draws t, eps and
+    returns the B contexts (DDPT.training_contexts; any registered method's, a soft prompt's being
+    the context itself); `share` is this process's pairs of the batch (all of them, without torchrun).
+    Returns (the summed cross-entropy of the share's code tokens, with gradients into the module;
+    the number of those tokens): their quotient is L on this share.
+    """
+    contexts = module(B, generator, score, features)
+    contexts = contexts[share] if contexts.dim() == 3 else contexts  # one context for all, or one per pair
+    ce, real = llm.token_losses(model, contexts, batch)
+    return ce.sum(), real.sum().item()
 
 
 class Block(nn.Module):
@@ -57,9 +78,20 @@ class Denoiser(nn.Module):
         return self.out(self.hidden(self.inp(x_t), temb if c is None else temb + c))
 
 
+@register
 class DDPT(PromptMethod):
     """The paper's method: contexts C + s * x0 with x0 drawn by a diffusion model from noise."""
-    kind, title, lr, stochastic = "ddpt", "DDPT", 3e-5, True  # lr: see the README's sweep
+    kind, title, lr, stochastic = "ddpt", "DDPT", 3e-5, True  # lr: see docs/results.md's sweep
+    options = {
+        "T": Option(2000, "diffusion steps", type=count),
+        "schedule": Option("linear", "noise schedule", choices=("linear", "cosine", "sqrt")),
+        "r": Option(512, "denoiser width (the intrinsic dimension)", type=count),
+        "blocks": Option(2, "residual MLP blocks in the denoiser", type=int),
+        "x0": Option("self", "x0 noised in training: own estimate, or the manual prompt (paper)", choices=("self", "zero")),
+        "steps": Option(None, "DDIM over K steps, or all: DDPM over all T steps (default, the paper's)", type=steps_arg,
+                        when="sample", flag="--sample-steps", metavar="K|all"),
+        "eta": Option(0.0, "DDIM eta (0: deterministic)", type=float, when="sample"),
+    }
 
     def __init__(self, C, s, *, T=2000, schedule="linear", r=512, blocks=2, x0="self"):
         super().__init__(C, s)
@@ -70,14 +102,10 @@ class DDPT(PromptMethod):
         self.denoiser = Denoiser(self.D, r, blocks)
         self.hyper = dict(T=T, schedule=schedule, r=r, blocks=blocks, x0=x0)
 
-    @classmethod
-    def from_args(cls, C, s, args):
-        return cls(C, s, T=args.T, schedule=args.schedule, r=args.r, blocks=args.blocks, x0=args.x0)
-
     def config(self):
         return super().config() | self.hyper
 
-    def label(self, steps=None):
+    def label(self, steps=None, eta=0.0):
         return f"{self.title} ({'DDPM-' + str(self.diffusion.T) if steps is None else f'DDIM-{steps}'})"
 
     def _randn(self, *shape, generator=None):
@@ -106,41 +134,52 @@ class DDPT(PromptMethod):
 
     @torch.inference_mode()
     def sample(self, k, generator=None, steps=None, eta=0.0, fast=True, *, hidden=None, rows=1):
-        """k prompt contexts (k, n, d) from noise: DDPM over all T steps (steps=None) or DDIM-K.
-        (cond.py: hidden(h, temb) replaces the denoiser's hidden state g, and each draw's x_T is
+        """k prompt contexts (k, n, d) from noise, the reverse process of diffusion.py:
+
+            x_T ~ N(0, I);  for t = T..1:  x0_hat = denoiser(x_t, t),  x_{t-1} ~ q(x_{t-1} | x_t, x0_hat)
+
+        DDPM over all T steps (steps=None, the paper's) or DDIM-K; context = C + s * x0_hat of the
+        last step. fast=True runs the very same chain in r dimensions instead of D (`sample_in_r`,
+        below; tests/test_ddpt.py holds the two equal), about D/r times fewer flops a step.
+        (methods/cond.py: hidden(h, temb) replaces the denoiser's hidden state, and each draw's x_T is
         shared by `rows` consecutive rows, one per instruction: k * rows contexts.)
-
-        fast=True runs the same chain in r dimensions instead of D. Every step is linear in
-        (x0_hat, x_t, z), x_s = a x0_hat + b x_t + c z, and the denoiser reads x_t only through
-        u = W_in x_t; writing g(u, t) = blocks(u + b_in + MLP(sinusoidal(t))) for its hidden state,
-        x0_hat = W_out g + b_out, so u obeys
-            u_s = a (M g(u_t, t) + m) + b u_t + c W_in z,   M = W_in W_out, m = W_in b_out,
-        where W_in z ~ N(0, W_in W_in^T) is drawn as F xi, F F^T = W_in W_in^T, xi ~ N(0, I_r).
-        Only the last step, whose x0_hat is the sample, goes back to D dims. Same distribution
-        of samples (and the same DDIM eta = 0 map from x_T), about D/r times fewer flops a step.
         """
-        den, dif, hidden = self.denoiser, self.diffusion, hidden or self.denoiser.hidden
+        den, hidden = self.denoiser, hidden or self.denoiser.hidden
         x_T = self._randn(k, self.D, generator=generator).repeat_interleave(rows, 0)
-        if not fast:
-            x0 = dif.sample(lambda x, t: den.out(hidden(den.inp(x), den.time(t))), x_T, steps=steps, eta=eta,
-                            generator=generator)
-            return self.prompt(x0)
-        W_in, b_in = den.inp.weight, den.inp.bias
-        M, m = W_in @ den.out.weight, W_in @ den.out.bias
-        temb = den.time(torch.arange(dif.T + 1, device=x_T.device))  # once per run, not per step
-        F = []  # factor of W_in W_in^T, made on the first noisy step (DDIM with eta = 0 needs none)
-
-        def inner(u, t):
-            return hidden(u + b_in, temb[t]) @ M.T + m
-
-        def last(u, t):
-            return den.out(hidden(u + b_in, temb[t]))
-
-        def noise(u):
-            if not F:
-                evals, V = torch.linalg.eigh(W_in.double() @ W_in.double().T)
-                F.append((V * evals.clamp(min=0).sqrt()).to(W_in.dtype))
-            return self._randn(*u.shape, generator=generator) @ F[0].T
-
-        x0 = dif.sample(inner, x_T @ W_in.T, steps=steps, eta=eta, noise=noise, last=last)
+        if fast:
+            return self.prompt(sample_in_r(self, x_T, steps=steps, eta=eta, generator=generator, hidden=hidden))
+        x0 = self.diffusion.sample(lambda x, t: den.out(hidden(den.inp(x), den.time(t))), x_T, steps=steps, eta=eta,
+                                   generator=generator)
         return self.prompt(x0)
+
+
+def sample_in_r(ddpt, x_T, *, steps, eta, generator, hidden):
+    """DDPT.sample's chain, run in r dimensions: the same samples in distribution (and the same DDIM
+    eta = 0 map from x_T), the final x0_hat (D,) returned.
+
+    Every step is linear in (x0_hat, x_t, z), x_s = a x0_hat + b x_t + c z, and the denoiser reads x_t
+    only through u = W_in x_t; writing g(u, t) = blocks(u + b_in + MLP(sinusoidal(t))) for its hidden
+    state, x0_hat = W_out g + b_out, so u obeys
+        u_s = a (M g(u_t, t) + m) + b u_t + c W_in z,   M = W_in W_out, m = W_in b_out,
+    where W_in z ~ N(0, W_in W_in^T) is drawn as F xi, F F^T = W_in W_in^T, xi ~ N(0, I_r).
+    Only the last step, whose x0_hat is the sample, goes back to D dims.
+    """
+    den, dif = ddpt.denoiser, ddpt.diffusion
+    W_in, b_in = den.inp.weight, den.inp.bias
+    M, m = W_in @ den.out.weight, W_in @ den.out.bias
+    temb = den.time(torch.arange(dif.T + 1, device=x_T.device))  # once per run, not per step
+    F = []  # factor of W_in W_in^T, made on the first noisy step (DDIM with eta = 0 needs none)
+
+    def inner(u, t):
+        return hidden(u + b_in, temb[t]) @ M.T + m
+
+    def last(u, t):
+        return den.out(hidden(u + b_in, temb[t]))
+
+    def noise(u):
+        if not F:
+            evals, V = torch.linalg.eigh(W_in.double() @ W_in.double().T)
+            F.append((V * evals.clamp(min=0).sqrt()).to(W_in.dtype))
+        return ddpt._randn(*u.shape, generator=generator) @ F[0].T
+
+    return dif.sample(inner, x_T @ W_in.T, steps=steps, eta=eta, noise=noise, last=last)

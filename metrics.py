@@ -11,7 +11,7 @@ import shutil
 import warnings
 from collections import Counter
 
-import code_ast
+from evaluation import code_ast
 
 _NON_WORD = re.compile(r"([^A-Za-z0-9_])")
 _CAMEL = re.compile(r"([a-z])([A-Z])")
@@ -273,9 +273,12 @@ def paired_bootstrap(hyps_a, hyps_b, refs, resamples=1000, seed=0):
     return out
 
 
+EXTRA = {}  # name -> metric(hyps, refs) -> float: a fork's own metric, computed by evaluate(), a results.md column
+
+
 def evaluate(hyps, refs, with_meteor=True):
-    """Every metric on one set of pairs; code is tokenized once. METEOR is None (with a warning)
-    when WordNet is missing, instead of failing the whole table."""
+    """Every metric on one set of pairs, the EXTRA ones last; code is tokenized once. METEOR is None
+    (with a warning) when WordNet is missing, instead of failing the whole table."""
     ht, rt = _tokens(hyps, refs)
     out = {"bleu4": _bleu(ht, rt), "codebleu": codebleu(hyps, refs)["codebleu"], "meteor": None,
            "chrf": chrf(hyps, refs), "rouge_l": _rouge_l(ht, rt), "exact_match": exact_match(hyps, refs)}
@@ -284,4 +287,4 @@ def evaluate(hyps, refs, with_meteor=True):
             out["meteor"] = _meteor(ht, rt)
         except LookupError as e:
             warnings.warn(f"METEOR skipped: {str(e).strip().splitlines()[0]}")
-    return out
+    return out | {name: metric(hyps, refs) for name, metric in EXTRA.items()}

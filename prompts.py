@@ -1,30 +1,43 @@
-"""The prompt-method interface, and soft prompt tuning (Lester et al. 2021), its simplest member.
+"""The prompt-method interface and its registry, and soft prompt tuning (Lester et al. 2021), its simplest member.
 
 Every prompt method produces contexts, n x d embeddings placed before the instruction, and starts
 exactly at the manual prompt's context C = E[c] (s = RMS of the embedding table, the natural step):
 
     context = C + s * x0        x0 = 0 at initialisation: the manual prompt
 
-train.py and sample.py see a method only through these members (methods.py names them):
+train.py and sample.py see a method only through these members:
 
-    Method.from_args(C, s, args)        a new module from train.py's options
+    kind, title, lr                     registry name (--method, checkpoint file), table row, default rate
+    stochastic                          its k draws differ: sample.py adds best-of-k, pick and oracle rows
+    conditional                         it reads the instruction: training_contexts(..., features) and
+                                        sample(..., features=) get the pairs' llm.instruction_features,
+                                        and sample returns (k, N, n, d), k prompts for each of N pairs
+    options                             {name: Option}: its own command-line options. when="train": a
+                                        constructor keyword, saved in the checkpoint; when="sample": a
+                                        keyword of sample() and label(). Inherited; None removes one.
+    Method.from_args(C, s, args)        a new module from train.py's options (its "train" options)
     module.training_contexts(B, g, score)
                                         contexts (B, n, d) or (n, d) for one training step, with gradients;
                                         score(contexts (B, n, d)) -> the batch's B per-pair losses, no
-                                        gradients, for a method that chooses among draws (mcl.py)
+                                        gradients, for a method that chooses among draws (methods/mcl.py)
                                         (also module(B, g, score), the call that DDP wraps)
-    module.sample(k, generator, steps=None, eta=0.0)
-                                        k contexts (k, n, d) for test time (steps/eta: a diffusion sampler's)
-    kind, title, lr, stochastic, conditional
-                                        registry name, table row, default learning rate, whether draws
-                                        differ, whether it reads the instruction (cond.py: then
-                                        training_contexts(B, g, score, features) and sample(k, g, ...,
-                                        features=, w=) -> (k, N, n, d), with the features of the pairs)
+    module.sample(k, generator, **sample options)
+                                        k contexts (k, n, d) for test time
+    module.label(**sample options)      the name of its rows
     module.checkpoint()                 {"kind", "config", "weights"}: all it needs to rebuild itself
     Method.from_checkpoint(ckpt)        the module again, from that dict alone
 
-The trained parameters are the module's `parameters()`; C rides along as a buffer.
+The trained parameters are the module's `parameters()`; C rides along as a buffer. A method is known
+by `register`-ing its class in METHODS; train.py and sample.py call `discover()`, which imports every
+module of the methods/ folder (each registers its own), so the core names no method beyond the paper.
+PICKS holds the ways of choosing one of a stochastic method's k draws per test pair (sample.py).
 """
+import argparse
+import importlib
+import os
+import pkgutil
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -58,8 +71,78 @@ def spread(x0):
             "participation": (lam.sum() ** 2 / lam.pow(2).sum()).item() if lam.sum() > 0 else None}
 
 
+def count(text):
+    """argparse type of sizes and step counts: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option of a method. when: "train" (train.py) or "sample" (sample.py); flag:
+    the command-line name if not --<name> with dashes; suffix: a sampling option whose value is not
+    the default writes results<-suffix value>.md, beside (never over) the default's."""
+    default: object
+    help: str
+    type: object = None
+    when: str = "train"
+    choices: tuple = None
+    flag: str = None
+    metavar: str = None
+    suffix: str = None
+
+    def name_on_command_line(self, name):
+        return self.flag or "--" + name.replace("_", "-")
+
+
+METHODS = {}  # kind -> class, in the order registered
+PICKS = {}  # name -> pick(draws) -> (the draw chosen for each test pair, a report dict or None)
+
+
+def register(cls):
+    """Class decorator: makes a method known to train.py and sample.py by its kind."""
+    METHODS[cls.kind] = cls
+    return cls
+
+
+def discover():
+    """Imports every module of the methods/ folder once; each registers what it defines."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "methods")
+    for module in pkgutil.iter_modules([folder]):
+        importlib.import_module(f"methods.{module.name}")
+
+
+def options(when):
+    """{name: (Option, [the kinds that declare it])} over every registered method, the first
+    declaration of a name giving its Option."""
+    out = {}
+    for kind, cls in METHODS.items():
+        for name, opt in cls.declared(when).items():
+            out.setdefault(name, (opt, []))[1].append(kind)
+    return out
+
+
+def add_options(parser, when):
+    """Every registered method's `when` options on an argparse parser, each once."""
+    for name, (opt, kinds) in options(when).items():
+        parser.add_argument(opt.name_on_command_line(name), dest=name, default=opt.default, type=opt.type,
+                            choices=opt.choices, metavar=opt.metavar, help=f"{kinds[0]}: {opt.help}")
+
+
+def unused_option(args, when, used):
+    """('--flag', [its owners]) of the first `when` option whose value is not its default and that no
+    method in `used` declares (it would change nothing: the caller says so); None if there is none."""
+    for name, (opt, kinds) in options(when).items():
+        if getattr(args, name) != opt.default and not set(kinds) & set(used):
+            return opt.name_on_command_line(name), kinds
+    return None
+
+
 class PromptMethod(nn.Module):
     kind = title = lr = None
+    options = {}
     stochastic = False  # True: k draws differ, and sample.py adds best-of-k and oracle rows
     conditional = False  # True: its prompts depend on the instruction's features (cond.py)
 
@@ -70,8 +153,20 @@ class PromptMethod(nn.Module):
         self.n, self.d = C.shape
 
     @classmethod
+    def declared(cls, when=None):
+        """{name: Option} of this class and its bases (a subclass's None removes an inherited one)."""
+        out = {}
+        for klass in reversed(cls.__mro__):
+            for name, opt in vars(klass).get("options", {}).items():
+                if opt is None:
+                    out.pop(name, None)
+                else:
+                    out[name] = opt
+        return {name: opt for name, opt in out.items() if when in (None, opt.when)}
+
+    @classmethod
     def from_args(cls, C, s, args):
-        return cls(C, s)
+        return cls(C, s, **{name: getattr(args, name) for name in cls.declared("train")})
 
     def config(self):
         """The constructor's arguments but C (its shape instead): saved in every checkpoint."""
@@ -89,7 +184,7 @@ class PromptMethod(nn.Module):
         """training_contexts, as the module's call: what DistributedDataParallel wraps (distributed.py)."""
         return self.training_contexts(B, generator, score, *([features] if self.conditional else []))
 
-    def label(self, steps=None):
+    def label(self, **sample_options):
         """The name of this method's rows in the tables."""
         return self.title
 
@@ -104,6 +199,7 @@ class PromptMethod(nn.Module):
         return module
 
 
+@register
 class SoftPrompt(PromptMethod):
     """The n x d context itself is the parameter, initialised at the manual context C."""
     kind, title, lr = "prompt-tuning", "soft prompt tuning", 3e-2
@@ -116,5 +212,5 @@ class SoftPrompt(PromptMethod):
         return self.context
 
     @torch.inference_mode()
-    def sample(self, k, generator=None, steps=None, eta=0.0):
+    def sample(self, k, generator=None):
         return self.context.detach().expand(k, -1, -1).clone()

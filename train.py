@@ -13,7 +13,7 @@ stopped run exactly.
 
     torchrun --standalone --nproc_per_node 4 train.py -- --model codet5p-2b --dtype bf16 ...
 
-runs it on 4 GPUs (distributed.py): the same global --batch-size split over the ranks, the same
+runs it on 4 GPUs (tools/distributed.py): the same global --batch-size split over the ranks, the same
 result as one process, rank 0 writing. (The `--` keeps torchrun from reading --n and --r as its own
 options' abbreviations.)
 """
@@ -29,46 +29,31 @@ from torch import nn
 from tqdm import tqdm
 
 import checkpoint
-import cond
 import data
-import distributed
 import llm
-from methods import DEFAULT, METHODS
+import prompts
+from ddpt import objective
+from prompts import METHODS, count
+from tools import distributed
 
+DEFAULT = ["ddpt", "prompt-tuning"]  # what train.py trains when --method is not given: the paper's and its baseline
 VALID_DRAWS = 4  # contexts a stochastic method's held-out loss averages over
 
 
-def count(text):
-    """argparse type of sizes and step counts: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def parse(argv=None):
+    """The options: the run's own here, each method's from its class (prompts.Option, when="train")."""
+    prompts.discover()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 usage="python train.py [options]  (--help lists them)")
     a = p.add_argument
     a("--model", default="tiny", help="short name (codet5p-220m ... instructcodet5p-16b, tiny), hub id or local folder")
-    a("--data", default="demo", choices=["demo", "conala", "codealpaca"], help="data set")
+    a("--data", default="demo", choices=list(data.DATASETS), help="data set")
     a("--data-dir", default=None, help="local copy of the data set (default: download into the cache)")
     a("--method", nargs="+", default=DEFAULT, choices=list(METHODS), metavar="METHOD",
       help=f"what to train, in order: any of {', '.join(METHODS)} (default: {' '.join(DEFAULT)})")
     a("--n", type=count, default=10, help="context length in tokens")
     a("--prompt", default=None, help="manual prompt text (default: 'Write code:' on demo; for chat models "
       f"{llm.CHAT_PROMPT!r}; else the paper's {llm.PAPER_PROMPT!r})")
-    a("--schedule", default="linear", choices=["linear", "cosine", "sqrt"], help="noise schedule")
-    a("--T", type=count, default=2000, help="diffusion steps")
-    a("--r", type=count, default=512, help="denoiser width (the intrinsic dimension)")
-    a("--blocks", type=int, default=2, help="residual MLP blocks in the denoiser")
-    a("--x0", default="self", choices=["self", "zero"], help="x0 noised in training: own estimate, or the manual prompt (paper)")
-    a("--K", type=count, default=5, help="ddpt-mcl: draws competing per training pair")
-    a("--chain", type=count, default=10, help="ddpt-mcl: DDIM steps of the chain it is trained through (and sampled with)")
-    a("--objective", default="wta", choices=["wta", "likelihood"], help="ddpt-mcl: winner-takes-all, or the K-sample likelihood bound")
-    a("--relax", type=float, default=0.0, help="ddpt-mcl, wta: weight shared by the K - 1 losing draws (0: hard)")
-    a("--truncate", type=count, default=None, help="ddpt-mcl: back-propagate through the chain's last steps only")
-    a("--p-uncond", type=float, default=0.1, help="ddpt-cond: share of pairs trained with the null condition (guidance)")
     a("--lr", type=float, default=None, help="learning rate (default: each method's own, "
       + ", ".join(f"{k} {m.lr:g}" for k, m in METHODS.items()) + ")")
     a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
@@ -85,6 +70,7 @@ def parse(argv=None):
     a("--dtype", default="fp32", choices=list(llm.DTYPES), help="LLM weights dtype")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
     a("--device-map", default=None, help="'auto' to shard a large LLM over the visible GPUs")
+    prompts.add_options(p.add_argument_group("options of the methods (each names its --method)"), "train")
     args = p.parse_args(argv)
     args.out = args.out or os.path.join("out", f"{os.path.basename(args.model.rstrip('/'))}-{args.data}")
     return args
@@ -107,7 +93,7 @@ def heldout_loss(model, tok, ctx, examples, batch_size=32):
 
 def pair_losses(model, batch, mine, B):
     """score(contexts (B, n, d)) -> the B pairs' losses (cross-entropy summed over each pair's code
-    tokens), no gradients: how a method that chooses among draws (mcl.py) compares them. Each rank
+    tokens), no gradients: how a method that chooses among draws (methods/mcl.py) compares them. Each rank
     scores its own share of the batch; the sums over ranks put the B losses together on every rank."""
     def score(contexts):
         with torch.no_grad():
@@ -126,8 +112,8 @@ def run_record(args):
 
 
 def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log, feats):
-    """One method's plain loop: draw a batch, get contexts, the frozen LLM's loss, a step. feats:
-    {"train", "valid"} instruction features for a method that reads them (cond.py), else None."""
+    """One method's plain loop: draw a batch, the objective (Eq. 3) on it, a step. feats: {"train",
+    "valid"} instruction features for a method that reads them (its `conditional`), else None."""
     Method, device, main = METHODS[name], llm.embeddings(model).device, distributed.is_main()
     C, s = llm.context_from_text(model, tok, args.prompt, args.n)
     module = Method.from_args(C, s, args).to(device)
@@ -156,16 +142,14 @@ def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log, feat
             idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
             batch = data.collate([train_ex[i] for i in idx[mine]], tok)
             score = pair_losses(model, batch, mine, args.batch_size)
-            f = feats["train"][idx] if Method.conditional else None  # the whole batch's, as its noise:
-            contexts = ddp(args.batch_size, g, score, f)  # every rank draws the same, for any W
-            contexts = contexts[mine] if contexts.dim() == 3 else contexts
-            ce, real = llm.token_losses(model, contexts, batch)
-            total, tokens = distributed.all_sum(ce.sum().item(), real.sum().item())
+            f = feats["train"][idx] if Method.conditional else None  # the whole batch's: every rank draws the same
+            ce, tokens = objective(ddp, model, batch, B=args.batch_size, generator=g, share=mine, score=score, features=f)
+            total, tokens = distributed.all_sum(ce.item(), tokens)
             loss = total / tokens  # L, the global batch's mean token cross-entropy
             if not math.isfinite(loss):
                 sys.exit(f"{name}: the loss became {loss} at step {step}; the last good checkpoint "
                          f"is kept in {path}. Lower --lr or use --dtype fp32.")
-            (ce.sum() / tokens * W).backward()  # DDP averages over the W ranks: the gradient of L
+            (ce / tokens * W).backward()  # W ranks, whose gradients DDP averages: the gradient of L
             nn.utils.clip_grad_norm_(params, args.clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -209,13 +193,9 @@ def main(argv=None):
     args = parse(argv)
     if args.lr is not None and not args.lr > 0:
         sys.exit(f"--lr must be positive, got {args.lr}")
-    defaults = vars(parse([]))
-    for options, owners in ((("K", "chain", "objective", "relax", "truncate"), ("ddpt-mcl", "ddpt-mcl-cond")),
-                            (("p_uncond",), ("ddpt-cond", "ddpt-mcl-cond"))):
-        unused = [k for k in options if getattr(args, k) != defaults[k]]
-        if unused and not set(owners) & set(args.method):  # an option that would change nothing: say so
-            sys.exit(f"--{unused[0].replace('_', '-')} is an option of --method {' or '.join(owners)}, "
-                     "which this run does not train")
+    unused = prompts.unused_option(args, "train", args.method)
+    if unused:  # an option that would change nothing: say so
+        sys.exit(f"{unused[0]} is an option of --method {' or '.join(unused[1])}, which this run does not train")
     args.device, max_memory = distributed.setup(args.device, args.device_map)
     if args.batch_size < distributed.world()[1]:
         sys.exit(f"--batch-size {args.batch_size} is smaller than the {distributed.world()[1]} processes: "
@@ -247,7 +227,8 @@ def run(args, max_memory=None):
         print(f"{len(train_ex)} training pairs ({cut} cut to --max-code {args.max_code}), {len(valid_ex)} validation pairs")
     feats = None  # the instructions' frozen features, once, for the methods that read them
     if any(METHODS[name].conditional for name in args.method):
-        feats = {"train": cond.features(model, tok, train_ex), "valid": cond.features(model, tok, valid_ex)}
+        feats = {"train": llm.instruction_features(model, tok, train_ex),
+                 "valid": llm.instruction_features(model, tok, valid_ex)}
     cfg = os.path.join(args.out, "config.json")
     if main and not os.path.exists(cfg):  # a resumed run keeps the config it started with
         record = vars(args) | {"truncated_train_pairs": cut, "processes": distributed.world()[1]}

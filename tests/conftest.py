@@ -4,7 +4,7 @@ import os
 import pytest
 
 import data
-import llm
+from models import tiny
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +14,7 @@ def cache(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cache")
     old = data.CACHE
     data.CACHE = str(folder)
-    llm.pretrain_tiny(llm.tiny_path("demo"), "demo", steps=1500)
+    tiny.pretrain(tiny.path("demo"), "demo", steps=1500)
     yield folder
     data.CACHE = old
 

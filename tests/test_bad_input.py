@@ -72,7 +72,7 @@ def test_train_refuses_bad_options(cache, previous, args, message):
 @pytest.mark.parametrize("args, message", [
     (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
     (["--k", "0"], "argument --k: must be at least 1, got 0"),
-    (["--guidance", "1"], "--guidance is for a method that reads the instruction (ddpt-cond, ddpt-mcl-cond)"),
+    (["--guidance", "1"], "--guidance is an option of --method ddpt-cond or ddpt-mcl-cond, and"),
 ])
 def test_sample_refuses_bad_options(cache, previous, args, message):
     before = snapshot(previous)

@@ -9,8 +9,8 @@ from transformers import AutoTokenizer
 
 import checkpoint
 import data
-import train_codefusion
-from codefusion import MASK, CodeFusion, cpd_mask, valid_syntax
+from codefusion import train as train_codefusion
+from codefusion.model import MASK, CodeFusion, cpd_mask, valid_syntax
 
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-import codet5p
+from models import codet5p
 import data
 import llm
 

@@ -5,12 +5,11 @@ import pytest
 import torch
 
 import checkpoint
-import cond
 import data
 import llm
 import sample
 import train
-from cond import DDPTCond, DDPTMCLCond
+from methods.cond import DDPTCond, DDPTMCLCond
 
 
 def trained_looking(model):
@@ -85,13 +84,13 @@ def test_checkpoint_keeps_p_uncond_and_the_condition():
 def test_features_encoder_states_or_mean_embedding(cache):
     model, tok = llm.load("tiny")
     examples, _ = data.encode([{"nl": "add 3 and 4", "code": "x"}, {"nl": "reverse the list of numbers", "code": "y"}], tok)
-    both, enc, emb = cond.features(model, tok, examples), [], []
+    both, enc, emb = llm.instruction_features(model, tok, examples), [], []
     for a, _ in examples:  # one at a time: no padding
         ids = torch.tensor([a])
         enc.append(model.get_encoder()(input_ids=ids).last_hidden_state[0].mean(0))
         emb.append(model.get_input_embeddings()(ids)[0].mean(0))
     assert torch.allclose(both, torch.stack(enc), atol=1e-5)  # the padded batch pools the real tokens only
-    assert torch.allclose(cond.features(model, tok, examples, encoder=False), torch.stack(emb), atol=1e-6)
+    assert torch.allclose(llm.instruction_features(model, tok, examples, encoder=False), torch.stack(emb), atol=1e-6)
 
 
 def test_train_and_sample_conditioned(cache, tmp_path):

@@ -5,7 +5,7 @@ import os
 import pytest
 
 import data
-import demo
+from models import demo
 
 
 

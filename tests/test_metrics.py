@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-import code_ast
-import code_repair
+from evaluation import code_ast
+from evaluation import code_repair
 import metrics
-from bench import perturb
+from tools.bench import perturb
 from metrics import bleu4, chrf, codebleu, evaluate, exact_match, meteor, rouge_l, tokenize_code
 
 

@@ -2,9 +2,9 @@
 import torch
 
 import data
-import demo
+from models import demo
 import llm
-import selector
+from methods import selector
 
 
 def test_the_target_is_each_pairs_lowest_loss_draw(cache, monkeypatch):

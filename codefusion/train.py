@@ -1,7 +1,7 @@
 """Train CodeFusion and its baselines on one language of the CodeFusion benchmarks; write the tables.
 
-    python train_codefusion.py --lang python --data-dir ../shared/data/codefusion
-    python train_codefusion.py --lang bash --data-dir ../shared/data/codefusion
+    python -m codefusion.train --lang python --data-dir ../shared/data/codefusion
+    python -m codefusion.train --lang bash --data-dir ../shared/data/codefusion
 
 In one run, on the same test pairs: CodeFusion (pre-trained with unsupervised generation and CPD,
 then fine-tuned), its ablations (no pre-training, no CPD, grounding), and an autoregressive T5 of
@@ -22,7 +22,7 @@ from tqdm import tqdm
 import checkpoint
 import data
 import metrics
-from codefusion import MASK, CodeFusion, cpd_mask, valid_syntax
+from codefusion.model import MASK, CodeFusion, cpd_mask, valid_syntax
 from diffusion import steps_arg
 
 MAX_SRC = 64        # utterance tokens read by the encoder (longer ones are cut, and counted)

@@ -24,12 +24,22 @@ import torch
 from torch import nn
 
 from ddpt import DDPT
+from prompts import Option, count, register
 
 OBJECTIVES = ("wta", "likelihood")
 
 
+@register
 class DDPTMCL(DDPT):
     kind, title, lr, stochastic = "ddpt-mcl", "DDPT-MCL", 3e-5, True
+    options = {
+        "x0": None,  # no clean x0 is noised here: the chain starts from pure noise
+        "K": Option(5, "draws competing per training pair", type=count),
+        "chain": Option(10, "DDIM steps of the chain it is trained through (and sampled with)", type=count),
+        "objective": Option("wta", "winner-takes-all, or the K-sample likelihood bound", choices=OBJECTIVES),
+        "relax": Option(0.0, "wta: weight shared by the K - 1 losing draws (0: hard)", type=float),
+        "truncate": Option(None, "back-propagate through the chain's last steps only", type=count),
+    }
 
     def __init__(self, C, s, *, T=2000, schedule="linear", r=512, blocks=2, K=5, chain=10, objective="wta",
                  relax=0.0, truncate=None):
@@ -43,18 +53,13 @@ class DDPTMCL(DDPT):
         if truncate is not None and not 1 <= truncate <= chain:
             raise ValueError(f"--truncate must be between 1 and --chain = {chain}, got {truncate}")
         self.K, self.chain, self.objective, self.relax, self.truncate = K, chain, objective, relax, truncate
-        del self.hyper["x0"]  # no clean x0 is noised here: the chain starts from pure noise
-
-    @classmethod
-    def from_args(cls, C, s, args):
-        return cls(C, s, T=args.T, schedule=args.schedule, r=args.r, blocks=args.blocks, K=args.K, chain=args.chain,
-                   objective=args.objective, relax=args.relax, truncate=args.truncate)
+        del self.hyper["x0"]
 
     def config(self):
         return super().config() | {"K": self.K, "chain": self.chain, "objective": self.objective,
                                    "relax": self.relax, "truncate": self.truncate}
 
-    def label(self, steps=None):
+    def label(self, steps=None, eta=0.0):
         return f"{self.title} (DDIM-{steps or self.chain})"
 
     def chain_x0(self, x_T, c=None):

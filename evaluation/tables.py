@@ -14,14 +14,40 @@ A difference is marked significant (*) where its interval excludes zero.
 import json
 import os
 import statistics
+from dataclasses import dataclass, field
 
 import checkpoint
 import metrics
-from methods import METHODS
+import prompts
 
 DIAGNOSTICS = ("differ", "rms_spread", "participation")  # a stochastic method's top-1 row: how its k draws differ
-COLS = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "exec", "pass@1", *DIAGNOSTICS]
 TESTED = ["bleu4", "codebleu", "exact_match"]  # the metrics the bootstrap compares
+
+
+@dataclass
+class Row:
+    """One row of a seed's table. role: "baseline" (no context, manual prompt), "tuned" (a one-row
+    method), "top-1" (a stochastic method's first draw) or "pick" (another choice among its draws):
+    tables.py compares rows by role."""
+    name: str
+    role: str
+    gens: list  # the extracted code, one per test pair
+    scores: dict  # column -> value
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    rows: list = field(default_factory=list)
+    raw: dict = field(default_factory=dict)  # prompt name -> raw generations
+    draws: dict = field(default_factory=dict)  # "<kind> draw j" -> extracted code of each draw
+    spread: dict = field(default_factory=dict)  # kind -> the prompts' diagnostics and nearest tokens
+    extra: dict = field(default_factory=dict)  # pass@k (HumanEval), exec against exact match (demo)
+
+
+def metric_columns():
+    """The metrics' columns, a fork's own (metrics.EXTRA) after the built-in ones."""
+    return ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", *metrics.EXTRA]
 
 
 def mean_std(values):
@@ -33,83 +59,94 @@ def mean_std(values):
 
 
 def tag(args):
-    """The results files' suffix: another test set (-humaneval) or guidance weight (-w2) gets its own."""
-    return (f"-{args.data}" if args.data else "") + (f"-w{args.guidance:g}" if getattr(args, "guidance", 0) else "")
+    """The results files' suffix: another test set (-humaneval) or a sampling option with a suffix
+    (--guidance 2: -w2) gets its own files."""
+    suffix = f"-{args.data}" if args.data else ""
+    for name, (opt, _) in prompts.options("sample").items():
+        if opt.suffix and getattr(args, name) != opt.default:
+            suffix += f"-{opt.suffix}{getattr(args, name):g}"
+    return suffix
 
 
-def comparisons(res):
+def comparisons(rows):
     """(A, B) row names to compare in one seed's results: stochastic top-1 rows against the manual
     prompt and against each one-row tuned method; the other picks among the draws against the latter."""
-    return ([(a, b) for a in res["top1"] for b in ["manual prompt", *res["tuned"]]]
-            + [(a, b) for a in res["picks"] for b in res["tuned"]])
+    named = lambda role: [r.name for r in rows if r.role == role]
+    return ([(a, b) for a in named("top-1") for b in ["manual prompt", *named("tuned")]]
+            + [(a, b) for a in named("pick") for b in named("tuned")])
 
 
-def write_seed(args, res, folder):
+def as_dict(row):
+    return {"method": row.name, **row.scores}
+
+
+def write_seed(setup, res, folder):
     """One seed's table of every row and column, the draws' diagnostics, nearest tokens and examples:
     results.md, results.json and generations.jsonl (raw text too) in its seed folder."""
-    rows, cfg, test, spread = res["rows"], res["cfg"], res["test"], res["spread"]
+    args, cfg, test, spread, rows = setup.args, setup.cfg, setup.test, res.spread, res.rows
     fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-    cols = ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", "pair_loss", "sec_per_prompt", *DIAGNOSTICS]
-    cols += [c for c in ("exec", "pass@1") if c in rows[0]]
-    pass_k = res["extra"].get("pass_at_k")
-    lines = [f"Test pairs: {len(test)} ({args.data or cfg['data']}, model {cfg['model']}; {res['cut']} references "
+    cols = [*metric_columns(), "pair_loss", "sec_per_prompt", *DIAGNOSTICS]
+    cols += [c for c in ("exec", "pass@1") if c in rows[0].scores]
+    pass_k = res.extra.get("pass_at_k")
+    lines = [f"Test pairs: {len(test)} ({args.data or cfg['data']}, model {cfg['model']}; {setup.cut} references "
              f"cut to {cfg['max_code']} tokens for the loss). Manual prompt: {cfg['prompt']!r}.", "",
              "| method | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
-    lines += [f"| {r['method']} | " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines += [f"| {r.name} | " + " | ".join(fmt(r.scores[c]) for c in cols) + " |" for r in rows]
     lines += ["", "pair_loss: the LLM's mean token cross-entropy of each reference, averaged over pairs "
               "(train.py's held-out token loss pools the tokens of all pairs instead)."]
     if pass_k:
         lines += ["", f"k = {args.k} programs per problem, run against its tests ({args.timeout:g} s each):", "",
                   "| programs | " + " | ".join(list(pass_k[0])[1:]) + " |", "| --- | --- | --- |"]
         lines += [f"| {r['method']} | " + " | ".join(fmt(v) for v in list(r.values())[1:]) + " |" for r in pass_k]
-    for way, found in res["extra"].get("exec_vs_exact_match", {}).items():
+    for way, found in res.extra.get("exec_vs_exact_match", {}).items():
         lines += ["", f"exec against exact match, over every row's pairs: {way}: {found['count']}"]
         lines += [f"  - {e['method']}: {e['nl']!r}: reference `{e['reference']}`, generated `{e['generated']}`"
                   for e in found["examples"]]
-    for name, s in spread.items():
+    for s in spread.values():
         if "mean_pairwise_cosine" in s:
-            lines += ["", f"{METHODS[name].title}'s {args.k} prompts: mean pairwise cosine of their directions "
+            lines += ["", f"{s['title']}'s {args.k} prompts: mean pairwise cosine of their directions "
                       f"{s['mean_pairwise_cosine']:.4f}, direction norm {s['direction_norm']:.3f}, rms spread "
                       f"{fmt(s['rms_spread'])}, participation ratio {fmt(s['participation'])}; test pairs whose "
                       f"{args.k} generations are not all the same (differ): {s['differ']:.1%}"
                       + (f" (means over the test pairs; rms spread of the first draws across the instructions "
-                         f"{fmt(s['across_instructions'])})" if "across_instructions" in s else "") + ". Selector: training "
-                      f"accuracy {s['selector']['train_accuracy']:.1%} on {s['selector']['train_pairs']} pairs, the most "
-                      f"frequent winner's share {s['selector']['majority_share']:.1%}."]
-        lines += ["", f"Nearest vocabulary tokens (cosine) of {METHODS[name].title}'s first prompt, per position:", ""]
+                         f"{fmt(s['across_instructions'])})" if "across_instructions" in s else "") + "."
+                      + "".join(" " + report["text"] for report in s["picks"].values() if "text" in report)]
+        lines += ["", f"Nearest vocabulary tokens (cosine) of {s['title']}'s first prompt, per position:", ""]
         lines += [f"{i}: " + ", ".join(repr(t) for t in toks) for i, toks in enumerate(s["nearest_tokens"])]
-    tuned = next((r["method"] for r in rows if r["method"].endswith("top-1")), rows[-1]["method"])
-    lines += ["", f"Examples (instruction / reference / manual prompt / {tuned}):", ""]
+    tuned = next((r for r in rows if r.role == "top-1"), rows[-1])
+    manual = next(r for r in rows if r.name == "manual prompt")
+    lines += ["", f"Examples (instruction / reference / manual prompt / {tuned.name}):", ""]
     for i in range(min(3, len(test))):
         lines += [f"- {test[i]['nl']!r}", f"  - reference: `{test[i]['code']}`",
-                  f"  - manual: `{res['gens']['manual prompt'][i]}`", f"  - {tuned}: `{res['gens'][tuned][i]}`"]
+                  f"  - manual: `{manual.gens[i]}`", f"  - {tuned.name}: `{tuned.gens[i]}`"]
     text = "\n".join(lines) + "\n"
     print(text)
-    generations = [json.dumps({**{k: v for k, v in p.items() if k != "combo"}, **{m: g[i] for m, g in res["gens"].items()},
-                               "raw": {m: g[i] for m, g in res["raw"].items()}}) + "\n" for i, p in enumerate(test)]
-    results = json.dumps({"rows": rows, "spread": spread, **res["extra"], "k": args.k,
-                          "sample_steps": args.sample_steps, "eta": args.eta,
-                          "guidance": args.guidance, "seed": res["seed"]}, indent=2)
+    gens = {r.name: r.gens for r in rows} | res.draws
+    generations = [json.dumps({**{k: v for k, v in p.items() if k != "combo"}, **{m: g[i] for m, g in gens.items()},
+                               "raw": {m: g[i] for m, g in res.raw.items()}}) + "\n" for i, p in enumerate(test)]
+    sampling = {opt.name_on_command_line(name)[2:].replace("-", "_"): getattr(args, name)
+                for name, (opt, _) in prompts.options("sample").items()}
+    results = json.dumps({"rows": [as_dict(r) for r in rows], "spread": spread, **res.extra, "k": args.k,
+                          **sampling, "seed": res.seed}, indent=2)
     suffix = tag(args)  # another test set or guidance weight never overwrites the run's own results
     for name, content in ((f"results{suffix}.md", text), (f"results{suffix}.json", results),
                           (f"generations{suffix}.jsonl", "".join(generations))):
         checkpoint.write_atomic(os.path.join(folder, name), content)
 
 
-def write(args, per_seed):
-    seeds = list(per_seed)
-    first = per_seed[seeds[0]]
-    methods = list(dict.fromkeys(r["method"] for res in per_seed.values() for r in res["rows"]))
-    cols = [c for c in COLS if c in first["rows"][0]]
-    by = {s: {r["method"]: r for r in res["rows"]} for s, res in per_seed.items()}
-    summary = {m: {c: mean_std([by[s][m][c] for s in seeds if m in by[s]]) for c in cols} for m in methods}
-    refs = [p["code"] for p in first["test"]]
+def write(setup, per_seed):
+    args, seeds, first = setup.args, list(per_seed), next(iter(per_seed.values()))
+    methods = list(dict.fromkeys(r.name for res in per_seed.values() for r in res.rows))
+    cols = [c for c in [*metric_columns(), "pair_loss", "exec", "pass@1", *DIAGNOSTICS] if c in first.rows[0].scores]
+    by = {s: {r.name: r for r in res.rows} for s, res in per_seed.items()}
+    summary = {m: {c: mean_std([by[s][m].scores[c] for s in seeds if m in by[s]]) for c in cols} for m in methods}
+    refs = [p["code"] for p in setup.test]
     tests = []
     for s, res in per_seed.items():
-        for a, b in comparisons(res):
-            tests.append({"seed": s, "a": a, "b": b, **metrics.paired_bootstrap(res["gens"][a], res["gens"][b], refs)})
+        for a, b in comparisons(res.rows):
+            tests.append({"seed": s, "a": a, "b": b, **metrics.paired_bootstrap(by[s][a].gens, by[s][b].gens, refs)})
     fmt = lambda m, sd: "—" if m is None else f"{m:.4f}" if len(seeds) == 1 else f"{m:.3f} ± {sd:.3f}"
-    lines = [f"{len(refs)} test pairs ({args.data or first['cfg']['data']}, model {first['cfg']['model']}), "
+    lines = [f"{len(refs)} test pairs ({args.data or setup.cfg['data']}, model {setup.cfg['model']}), "
              f"training seeds {', '.join(map(str, seeds))}: mean ± standard deviation over the seeds "
              f"(each seed's table: seed<S>/results.md).", "",
              "| method | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
@@ -123,7 +160,7 @@ def write(args, per_seed):
     text = "\n".join(lines) + "\n"
     print(text)
     suffix = tag(args)
-    out = {"seeds": seeds, "mean_std": summary, "per_seed": {s: res["rows"] for s, res in per_seed.items()},
+    out = {"seeds": seeds, "mean_std": summary, "per_seed": {s: [as_dict(r) for r in res.rows] for s, res in per_seed.items()},
            "paired_bootstrap": tests}
     checkpoint.write_atomic(os.path.join(args.out, f"results{suffix}.md"), text)
     checkpoint.write_atomic(os.path.join(args.out, f"results{suffix}.json"), json.dumps(out, indent=2))

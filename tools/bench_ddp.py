@@ -1,9 +1,9 @@
 """Benchmarks for many GPUs (bench.py runs them): train.py's steps per second under torchrun, and the
 memory each GPU needs for CodeT5+ 2B / 6B / 16B in bf16.
 
-    python bench.py ddp                                                  # tiny, this CPU: 1 and 2 processes
-    python bench.py ddp --model t5-220m-random --device cuda --procs 1   # one GPU, CodeT5+ 220M's shape
-    python bench.py memory
+    python -m tools.bench ddp                                                  # tiny, this CPU: 1 and 2 processes
+    python -m tools.bench ddp --model t5-220m-random --device cuda --procs 1   # one GPU, CodeT5+ 220M's shape
+    python -m tools.bench memory
 """
 import os
 import time

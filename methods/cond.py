@@ -1,7 +1,7 @@
 """DDPT-Cond: a denoiser that reads the instruction, so each instruction gets its own prompts.
 
 The paper's denoiser sees only noise and a timestep, so the best it can learn is one prompt for every
-instruction. Here it also reads a frozen summary f(q) of the instruction q (`features`): the mean of
+instruction. Here it also reads a frozen summary f(q) of the instruction q (`llm.instruction_features`): the mean of
 the encoder's states over the instruction's tokens for an encoder-decoder LLM (CodeT5+, the tiny
 T5), the mean of its input embeddings for a decoder-only one (SmolLM2). The summary enters the
 hidden state beside the timestep (IDPG, Wu et al. 2022; LoPA, Jain et al. 2024 make prompts from
@@ -31,28 +31,9 @@ ddpt-mcl-cond (mcl.py's training through the chain, with the condition).
 import torch
 from torch import nn
 
-import data
 from ddpt import DDPT
-from mcl import DDPTMCL
-
-
-@torch.inference_mode()
-def features(model, tok, examples, *, encoder=True, batch_size=64):
-    """f(q) (N, d), float32 on the CPU: each instruction's encoder states averaged over its tokens (an
-    encoder-decoder LLM, unless encoder=False), else its input embeddings averaged. The instruction
-    alone, without any prompt: the summary does not move when the prompt does."""
-    E, out = model.get_input_embeddings(), []
-    for b in data.batches(examples, batch_size, tok):
-        ids, mask = b["input_ids"].to(E.weight.device), b["attention_mask"].to(E.weight.device)
-        h = E(ids)
-        if encoder and model.config.is_encoder_decoder:
-            if hasattr(model, "get_encoder"):  # Hugging Face (T5, the tiny model)
-                h = model.get_encoder()(inputs_embeds=h, attention_mask=mask).last_hidden_state
-            else:  # codet5p.CodeT5p: its encoder stack's states (before the projection to the decoder's width)
-                h = model.encoder(h, mask)[0]
-        m = mask.unsqueeze(-1).to(h.dtype)
-        out.append(((h * m).sum(1) / m.sum(1)).float().cpu())
-    return torch.cat(out)
+from methods.mcl import DDPTMCL
+from prompts import Option, register
 
 
 class Condition(nn.Module):
@@ -77,18 +58,17 @@ class Condition(nn.Module):
 class Conditioned:
     """What DDPT-Cond adds to a DDPT class (the first base of ddpt-cond and ddpt-mcl-cond)."""
     conditional = True  # train.py and sample.py hand it the features of the instructions
+    options = {
+        "p_uncond": Option(0.1, "share of pairs trained with the null condition (guidance)", type=float),
+        "w": Option(0.0, "classifier-free guidance weight w (0: the conditional model)", type=float, when="sample",
+                    flag="--guidance", suffix="w"),
+    }
 
     def __init__(self, C, s, *, p_uncond=0.1, **rest):
         super().__init__(C, s, **rest)
         if not 0 <= p_uncond < 1:
             raise ValueError(f"--p-uncond must be in [0, 1), got {p_uncond}")
         self.condition = Condition(self.d, self.denoiser.inp.out_features, p_uncond)
-
-    @classmethod
-    def from_args(cls, C, s, args):
-        module = super().from_args(C, s, args)
-        module.condition.p_uncond = args.p_uncond
-        return module
 
     def config(self):
         return super().config() | {"p_uncond": self.condition.p_uncond}
@@ -97,14 +77,14 @@ class Conditioned:
         """B contexts for the B pairs whose instructions have the features (B, d); the condition is
         dropped to the null with probability p_uncond, drawn from the step's generator."""
         if features is None or len(features) != B:
-            raise ValueError(f"{self.kind} needs the features of the batch's {B} instructions (cond.features)")
+            raise ValueError(f"{self.kind} needs the features of the batch's {B} instructions (llm.instruction_features)")
         return super().training_contexts(B, generator, score, c=self.condition(features, generator))
 
     @torch.inference_mode()
     def sample(self, k, generator=None, steps=None, eta=0.0, fast=True, *, features=None, w=0.0):
         """k contexts for each of N instructions (k, N, n, d), guided with weight w (0: conditional)."""
         if features is None:
-            raise ValueError(f"{self.kind} draws prompts for instructions: pass their features (cond.features)")
+            raise ValueError(f"{self.kind} draws prompts for instructions: pass their features (llm.instruction_features)")
         den, N = self.denoiser, len(features)
         c, null = self.condition(features).repeat(k, 1), self.condition.null  # row j * N + i: draw j, pair i
 
@@ -114,10 +94,15 @@ class Conditioned:
         contexts = super().sample(k, generator, steps, eta, fast, hidden=hidden, rows=N)
         return contexts.view(k, N, self.n, self.d)
 
+    def label(self, w=0.0, **sampler):
+        return super().label(**sampler) + (f", w {w:g}" if w else "")
 
+
+@register
 class DDPTCond(Conditioned, DDPT):
     kind, title = "ddpt-cond", "DDPT-Cond"
 
 
+@register
 class DDPTMCLCond(Conditioned, DDPTMCL):
     kind, title = "ddpt-mcl-cond", "DDPT-MCL-Cond"

@@ -8,7 +8,7 @@ metrics.codebleu adds the n-gram halves.
 import ast
 from collections import Counter
 
-from code_repair import MISSING, parse
+from evaluation.code_repair import MISSING, parse
 
 # ---- syntax match: tree-sitter-shaped subtrees --------------------------------------------------
 SKIP = (ast.operator, ast.cmpop, ast.boolop, ast.unaryop, ast.expr_context)  # anonymous in tree-sitter

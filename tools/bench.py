@@ -1,14 +1,14 @@
 """Benchmarks that print tables (speed targets are checked here, not in timed tests).
 
-    python bench.py sampling   # DDPM-2000 and DDIM-50 seconds per prompt at D = 10 240, r = 512
-    python bench.py metrics    # each metric against its reference library on ~10,000 CoNaLa pairs
-    python bench.py train      # the denoiser's share of a DDPT training step (tiny LLM)
-    python bench.py llm        # SmolLM2-135M-Instruct: load, training step, generation (needs the wheel)
-    python bench.py codebleu   # our CodeBLEU against the codebleu package on broken and shuffled CoNaLa code
-    python bench.py pretrain   # the tiny pre-training: bit-identical across OMP_NUM_THREADS, and what that costs
-    python bench.py lr         # the learning-rate sweep behind each method's default rate (demo, 3 seeds)
-    python bench.py ddp        # train.py's steps per second: one process, and torchrun with 1 and 2 processes
-    python bench.py memory     # each GPU's memory for CodeT5+ 2B / 6B / 16B in bf16 (bench_ddp.py has both)
+    python -m tools.bench sampling   # DDPM-2000 and DDIM-50 seconds per prompt at D = 10 240, r = 512
+    python -m tools.bench metrics    # each metric against its reference library on ~10,000 CoNaLa pairs
+    python -m tools.bench train      # the denoiser's share of a DDPT training step (tiny LLM)
+    python -m tools.bench llm        # SmolLM2-135M-Instruct: load, training step, generation (needs the wheel)
+    python -m tools.bench codebleu   # our CodeBLEU against the codebleu package on broken and shuffled CoNaLa code
+    python -m tools.bench pretrain   # the tiny pre-training: bit-identical across OMP_NUM_THREADS, and what that costs
+    python -m tools.bench lr         # the learning-rate sweep behind each method's default rate (demo, 3 seeds)
+    python -m tools.bench ddp        # train.py's steps per second: one process, and torchrun with 1 and 2 processes
+    python -m tools.bench memory     # each GPU's memory for CodeT5+ 2B / 6B / 16B in bf16 (bench_ddp.py has both)
 """
 import argparse
 import json
@@ -19,9 +19,9 @@ import time
 
 import torch
 
-import bench_ddp
+from tools import bench_ddp
 
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data")
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
 
 def shared_data(path):
@@ -118,7 +118,7 @@ def bench_train(steps=20):
     import llm
     import train
     from ddpt import DDPT
-    from mcl import DDPTMCL
+    from methods.mcl import DDPTMCL
     model, tok = llm.load("tiny")
     C, s = llm.context_from_text(model, tok, "Write code:", 10)
     batch = data.collate(data.encode(data.load("demo")["train"][:16], tok)[0], tok)
@@ -171,7 +171,7 @@ def bench_codebleu(path="conala/conala-test.json"):
     from codebleu.dataflow_match import corpus_dataflow_match
     from codebleu.syntax_match import corpus_syntax_match
     from scipy.stats import spearmanr
-    import code_ast
+    from evaluation import code_ast
     import metrics
     logging.disable(logging.WARNING)  # the package warns for every pair without data flow
     warnings.simplefilter("ignore")
@@ -246,7 +246,7 @@ def bench_llm(data_dir="conala"):
     print("| --- | --- | --- |")
     for B in (8, 16, 32):
         args = SimpleNamespace(batch_size=B, max_new_tokens=128, num_beams=1, top_p=1.0)
-        print(f"| manual prompt | {B} | {timed(lambda: sample.run_prompt(model, tok, ctx, examples=examples, args=args)) / 32:.2f} |")
+        print(f"| manual prompt | {B} | {timed(lambda: sample.generate(SimpleNamespace(args=args, model=model, tok=tok, examples=examples), ctx)) / 32:.2f} |")
 
 
 def bench_pretrain(steps=500):
@@ -260,12 +260,12 @@ def bench_pretrain(steps=500):
     print(f"| tiny pre-training, first {steps} steps | OMP_NUM_THREADS | seconds | weights sha256 |")
     print("| --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, fn, threads in (("reproducible (llm.pretrain_tiny)", "pretrain_tiny", "1"),
-                                  ("reproducible (llm.pretrain_tiny)", "pretrain_tiny", "2"),
-                                  ("torch's threads (llm._pretrain alone)", "_pretrain", "2")):
+        for name, fn, threads in (("reproducible (tiny.pretrain)", "pretrain", "1"),
+                                  ("reproducible (tiny.pretrain)", "pretrain", "2"),
+                                  ("torch's threads (tiny._pretrain alone)", "_pretrain", "2")):
             out = os.path.join(tmp, f"{fn}{threads}")
             kw = "steps={s}, n_pairs=20000, seed=0, batch_size=64, data_dir=None".format(s=steps)
-            code = f"import llm, time; t = time.time(); llm.{fn}({out!r}, 'demo', {kw}); print(time.time() - t)"
+            code = f"from models import tiny; import time; t = time.time(); tiny.{fn}({out!r}, 'demo', {kw}); print(time.time() - t)"
             run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                  env=dict(os.environ, OMP_NUM_THREADS=threads), check=True)
             digest = hashlib.sha256(open(os.path.join(out, "model.safetensors"), "rb").read()).hexdigest()[:16]

@@ -1,0 +1,10 @@
+"""The prompt methods beyond the paper. Each module registers what it defines (prompts.register,
+prompts.PICKS) when prompts.discover() imports it; the core (train.py, sample.py) never names one.
+
+    mcl.py        DDPT-MCL: trained through its own sampler, K draws competing per pair
+    cond.py       DDPT-Cond, DDPT-MCL-Cond: a denoiser that reads the instruction; guidance
+    selector.py   "selected": a learned pick among a stochastic method's k draws
+
+May import the core (prompts, ddpt, diffusion, llm, data) and each other; nothing imports them but
+prompts.discover() and the tests.
+"""
