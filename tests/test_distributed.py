@@ -42,9 +42,11 @@ def test_two_processes_train_what_one_does(cache, tmp_path, monkeypatch):
     for a, b in zip(one, two):
         # the same float32 numbers added in another order (each rank sums its share, then the shares are
         # summed): the batch and held-out losses agree to ~1e-7, drifting with the weights below
-        for key in ("loss", "valid_token_loss", "valid_token_loss_manual"):
+        # (held-out losses follow the weights: on a second machine, 2026-12-02, the soft prompt's after step 3
+        # differed by 3.1e-4 relative, with the code of eb38b39 as with today's; the batch losses by 2e-7)
+        for key, rel in (("loss", 1e-4), ("valid_token_loss", 1e-3), ("valid_token_loss_manual", 1e-4)):
             if key in a:
-                assert abs(a[key] - b[key]) <= 1e-4 * abs(a[key]), (a, b)
+                assert abs(a[key] - b[key]) <= rel * abs(a[key]), (a, b)
     # Weights: the step-1 gradients differ by ~1e-8 (summation order). Adam divides each element by its
     # running RMS, which magnifies the difference where an element's gradients cancel over steps, about
     # 5-10x a step: measured max |difference| for the soft prompt (lr 3e-2) 6e-8, 4e-5, 1.5e-4 after steps
