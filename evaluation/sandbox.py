@@ -20,7 +20,8 @@ before it touches the program, and a cgroup (v2, else the v1 memory and pids con
 memory (tmpfs and memfd pages included, no swap) and processes of the whole sandbox, with the
 harness reading its counters afterwards: a limit is what was observed, not what the program
 printed. Without a cgroup the bounds are per process (runner.py: address space
-memory_mb / NO_CGROUP_PROCESSES each, at most NO_CGROUP_PROCESSES processes). Without bwrap (or
+memory_mb / NO_CGROUP_PROCESSES each, at most NO_CGROUP_PROCESSES processes), and pages held
+outside an address space (memfd files, System V shared memory) escape them. Without bwrap (or
 where it cannot start), `backend()` says "plain": limits and a session only, no isolation.
 """
 import fcntl

@@ -2,7 +2,8 @@
 
 Each seed's own table (every row, every column) goes to <out>/seed<S>/results.md (write_seed). Over
 the seeds (write): every row and column as mean ± standard deviation over the seeds (the sample
-standard deviation, n - 1), the per-seed values in results.json, and the comparisons that matter,
+standard deviation, n - 1), HumanEval's pass@1 and pass@k of k programs per problem likewise, the
+per-seed values in results.json, and the comparisons that matter,
 with paired-bootstrap 95% intervals over the test pairs (metrics.paired_bootstrap: 1,000 resamples,
 fixed seed), per seed:
 
@@ -134,6 +135,14 @@ def write_seed(setup, res, folder):
         checkpoint.write_atomic(os.path.join(folder, name), content)
 
 
+def pass_k_summary(per_seed):
+    """{programs: {"pass@1": (mean, std), "pass@k": (mean, std)}} over the seeds of HumanEval's k programs
+    per problem (checks.pass_at_k in each seed's extra); {} where the seeds have none."""
+    rows = [r for res in per_seed.values() for r in res.extra.get("pass_at_k", [])]
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    return {m: {c: mean_std([r[c] for r in rows if r["method"] == m]) for c in list(rows[0])[1:]} for m in names}
+
+
 def write(setup, per_seed):
     args, seeds, first = setup.args, list(per_seed), next(iter(per_seed.values()))
     methods = list(dict.fromkeys(r.name for res in per_seed.values() for r in res.rows))
@@ -157,10 +166,15 @@ def write(setup, per_seed):
                   "* = the interval excludes zero:", "",
                   "| A | B | seed | " + " | ".join(TESTED) + " |", "| --- | --- | --- |" + " --- |" * len(TESTED)]
         lines += [f"| {t['a']} | {t['b']} | {t['seed']} | " + " | ".join(sig(t[m]) for m in TESTED) + " |" for t in tests]
+    pass_k = pass_k_summary(per_seed)
+    if pass_k:
+        lines += ["", f"k = {setup.args.k} programs per problem, run against its tests:", "",
+                  "| programs | " + " | ".join(next(iter(pass_k.values()))) + " |", "| --- | --- | --- |"]
+        lines += [f"| {m} | " + " | ".join(fmt(*v) for v in cols_.values()) + " |" for m, cols_ in pass_k.items()]
     text = "\n".join(lines) + "\n"
     print(text)
     suffix = tag(args)
     out = {"seeds": seeds, "mean_std": summary, "per_seed": {s: [as_dict(r) for r in res.rows] for s, res in per_seed.items()},
-           "paired_bootstrap": tests}
+           "paired_bootstrap": tests, "pass_at_k": pass_k}
     checkpoint.write_atomic(os.path.join(args.out, f"results{suffix}.md"), text)
     checkpoint.write_atomic(os.path.join(args.out, f"results{suffix}.json"), json.dumps(out, indent=2))

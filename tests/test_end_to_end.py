@@ -92,5 +92,11 @@ def test_train_sample_resume(cache, tmp_path, capsys):
     assert len(results["rows"]) == 7 and all(0 <= r["pass@1"] <= 1 for r in results["rows"])
     assert [r["method"][:6] for r in results["pass_at_k"]] == ["manual", "DDPT, "]
     assert all(0 <= r["pass@1"] <= r["pass@2"] <= 1 for r in results["pass_at_k"])
+    over = json.load(open(tmp_path / "run" / "results-humaneval.json"))["pass_at_k"]  # mean ± std over seeds 0, 1
+    both = [json.load(open(tmp_path / "run" / f"seed{s}" / "results-humaneval.json"))["pass_at_k"] for s in (0, 1)]
+    for i, (name, cols) in enumerate(over.items()):
+        assert name == both[0][i]["method"]
+        assert cols["pass@2"][0] == pytest.approx((both[0][i]["pass@2"] + both[1][i]["pass@2"]) / 2)
+    assert "| programs | pass@1 | pass@2 |" in open(tmp_path / "run" / "results-humaneval.md").read()
     assert "HumanEval/0" in open(tmp_path / "run" / "seed0" / "generations-humaneval.jsonl").readline()
     assert table == open(tmp_path / "run" / "results.md").read()  # the demo's own table is kept

@@ -8,6 +8,7 @@ import pytest
 from models import demo
 from evaluation import execution, sandbox
 import metrics
+from tools.attacks import DEEP, EXITS, F, FILES, MEMORY, SHM_FIND, SHM_MAKE, T, two_at_once
 
 ROOT = os.geteuid() == 0
 contained = pytest.mark.skipif(not ROOT or (sandbox.backend() != "bwrap" and not os.environ.get("DDPT_REQUIRE_SANDBOX")),
@@ -133,7 +134,6 @@ def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
 def test_the_demo_check_compares_behaviour_not_text():
     """The demo's check (execution.demo_program): the same behaviour in other words passes; other
     behaviour, the wrong variable or another language fails."""
-    import data
     test = demo.splits()["test"]
     sort, count, total = (next(p for p in test if p["nl"].startswith(verb)) for verb in ("sort", "count", "sum"))
     n, m, s = sort["combo"][1], count["combo"][1], total["combo"][1]
@@ -143,21 +143,6 @@ def test_the_demo_check_compares_behaviour_not_text():
              (total, f"t = 0\nfor x in {s}:\n    t += x\nprint(t)", "passed"), (total, "sum(other)", "failed")]
     results = execution.run([execution.demo_program(p, code) for p, code, _ in cases])
     assert [r["status"] for r in results] == [want for *_, want in cases], results
-
-
-F, T = "def f(x):\n    return x\n", "assert f(1) == 2  # the tests: SECRET-MARKER\n"
-EXITS = {  # issue 26: each of these once passed a failing test
-    "os._exit": "import os\nos._exit(0)\n", "sys.exit": "import sys\nsys.exit(0)\n", "SystemExit(256)": "raise SystemExit(256)\n",
-    "exit inside f": "import sys\ndef f(x):\n    sys.exit(0)\n",
-    "__main__ block": "if __name__ == '__main__':\n    print(f(1))\n    exit()\n",
-    "atexit": "import atexit, os\natexit.register(os._exit, 0)\n",
-    "excepthook": "import sys, os\nsys.excepthook = lambda *a: os._exit(0)\n",
-    "stderr": "import sys, os\nclass E:\n    def write(self, s):\n        os._exit(0)\n    def flush(self):\n        pass\nsys.stderr = E()\n",
-    "settrace": "import sys, os\ndef tr(frame, event, arg):\n    if event == 'exception' and arg[0] is AssertionError:\n"
-                "        os._exit(0)\n    return tr\nsys.settrace(tr)\n",
-    "exec -O": "import os, sys\nif sys.flags.optimize == 0:\n    os.execv(sys.executable, [sys.executable, '-O', *sys.orig_argv[1:]])\n",
-    "fork": "import os\nif os.fork():\n    os._exit(0)\n",
-}
 
 
 @pytest.mark.parametrize("attack", list(EXITS))
@@ -187,38 +172,24 @@ def test_printing_memoryerror_is_not_a_limit():
 
 @contained
 def test_the_program_as_a_whole_is_bounded():
-    forks = "import os\nfor _ in range(3):\n    if os.fork() == 0:\n        break\nx = bytearray(200 * 2**20)\nimport time\ntime.sleep(1)\n"
-    memfd = "import os\nfds = []\nfor i in range(24):\n    fd = os.memfd_create(f'm{i}')\n    os.write(fd, b'x' * (15 * 2**20))\n    fds.append(fd)\n"
-    # the children alone go past the bound: the kernel kills them, the runner lives on and passes
-    children = ("import os, time\nkids = []\nfor _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n"
-                "        x = bytearray(200 * 2**20)\n        time.sleep(1)\n        os._exit(0)\n    kids.append(pid)\n"
-                "for k in kids:\n    os.waitpid(k, 0)\n")
-    for program in (forks, memfd, children):
+    for name, program in MEMORY.items():  # the second: the kernel kills the children, the runner passes
         r = run(program, memory_mb=256)
-        assert r["status"] == "limit" and r["error"] == "memory limit (256 MiB)", (program, r)
-    r = run("for i in range(100):\n    open(f'f{i}', 'wb').write(b'x' * (15 * 2**20))\n")
+        assert r["status"] == "limit" and r["error"] == "memory limit (256 MiB)", (name, r)
+    r = run(FILES)
     assert r["status"] == "limit" and "No space left" in r["error"], r
-    deep = "import os\nfor _ in range(2000):\n    os.mkdir('a')\n    os.chdir('a')\n"
-    assert [x["status"] for x in execution.run([deep, "pass\n"])] == ["passed", "passed"]
+    assert [x["status"] for x in execution.run([DEEP, "pass\n"])] == ["passed", "passed"]
 
 
 @contained
 def test_no_ipc_or_processes_of_others():
-    make = "import ctypes\nassert ctypes.CDLL(None).shmget(0x2626, 4096, 0o1666) >= 0\n"
-    find = "import ctypes\nassert ctypes.CDLL(None).shmget(0x2626, 0, 0) == -1\n"
-    assert run(make)["status"] == "passed" and run(find)["status"] == "passed"
+    assert run(SHM_MAKE)["status"] == "passed" and run(SHM_FIND)["status"] == "passed"
     r = run("import os\nassert len([p for p in os.listdir('/proc') if p.isdigit()]) <= 3\n")
     assert r["status"] == "passed", r
 
 
 @contained
 def test_two_evaluations_at_once_are_independent():
-    import subprocess
-    import sys
-    code = ("from evaluation import execution\n"
-            "print([r['status'] for r in execution.run(['import time\\ntime.sleep(1.5)\\n'] * 2)])\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    assert [p.communicate()[0].strip() for p in procs] == ["['passed', 'passed']"] * 2
+    assert two_at_once() == "['passed', 'passed'] and ['passed', 'passed']"
 
 
 def test_the_harness_interpreter_runs_the_program():

@@ -20,9 +20,8 @@ def test_a_block_is_rewritten_with_the_tables_its_command_prints(tmp_path):
     assert readme.read_text().startswith("Intro naming") and readme.read_text().count("<!-- /report -->") == 2
 
 
-# Tables that document rather than measure: the folder map, the model names, and the sandbox's attacks
-# with the outcome tests/test_execution.py asserts for each.
-DOCUMENTATION = ("| folder | what |", "| short name | hub id | loaded by |", "| attack | ends as |", "| step | equation | code |")
+# Tables that document rather than measure: the folder map, the model names, the method's steps.
+DOCUMENTATION = ("| folder | what |", "| short name | hub id | loaded by |", "| step | equation | code |")
 
 
 def test_every_table_of_numbers_sits_in_a_report_block():
