@@ -196,6 +196,8 @@ def main(argv=None):
     unused = prompts.unused_option(args, "train", args.method)
     if unused:  # an option that would change nothing: say so
         sys.exit(f"{unused[0]} is an option of --method {' or '.join(unused[1])}, which this run does not train")
+    if args.resume and not os.path.exists(os.path.join(args.out, "config.json")):  # before the lock makes the folder
+        sys.exit(f"{args.out} holds no run to resume (no config.json): check --out, or drop --resume to start one")
     args.device, max_memory = distributed.setup(args.device, args.device_map)
     if args.batch_size < distributed.world()[1]:
         sys.exit(f"--batch-size {args.batch_size} is smaller than the {distributed.world()[1]} processes: "

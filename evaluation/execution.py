@@ -44,7 +44,8 @@ from evaluation import sandbox
 Program = namedtuple("Program", "code test expect", defaults=("", None))
 MAX_PROCESSES = 16
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
-ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # plus the harness's LD_LIBRARY_PATH: its interpreter may need it
+ENV |= {k: os.environ[k] for k in ("LD_LIBRARY_PATH",) if k in os.environ}
 LIMIT_SIGNALS = {"SIGXCPU": "CPU time limit", "SIGXFSZ": f"file size limit ({16} MiB)"}
 
 
@@ -125,13 +126,19 @@ def run_one(program, timeout=10.0, memory_mb=1024):
     return out | {"seconds": round(seconds, 3)}
 
 
-def _kill(proc, group):
+def _kill(proc, group, wait=5.0):
+    """SIGKILL the program's cgroup and session until none of it is left (or `wait` seconds): a fork
+    bomb's processes take a while to die, and without bubblewrap nothing else would end them."""
     if group:
         group.kill()
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.01)
+        proc.poll()  # reaps the runner: else its zombie keeps the session alive
     proc.wait()
 
 

@@ -22,7 +22,8 @@ harness reading its counters afterwards: a limit is what was observed, not what 
 printed. Without a cgroup the bounds are per process (runner.py: address space
 memory_mb / NO_CGROUP_PROCESSES each, at most NO_CGROUP_PROCESSES processes), and pages held
 outside an address space (memfd files, System V shared memory) escape them. Without bwrap (or
-where it cannot start), `backend()` says "plain": limits and a session only, no isolation.
+where it cannot start), `backend()` says "plain": limits and a session only, no isolation (and as
+root no process bound: root is exempt from RLIMIT_NPROC).
 """
 import fcntl
 import os

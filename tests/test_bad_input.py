@@ -69,6 +69,14 @@ def test_train_refuses_bad_options(cache, previous, args, message):
     assert snapshot(previous) == before
 
 
+def test_resume_of_a_folder_without_a_run_stops(cache, tmp_path):
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "typo", tmp_path / "empty"):  # a mistyped --out, and an empty folder
+        one_line_error(cli(cache, "train.py", "--out", out, *SMALL, "--steps", "3", "--resume"),
+                       f"{out} holds no run to resume (no config.json): check --out, or drop --resume to start one")
+    assert not (tmp_path / "typo").exists() and list((tmp_path / "empty").iterdir()) == []
+
+
 @pytest.mark.parametrize("args, message", [
     (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
     (["--k", "0"], "argument --k: must be at least 1, got 0"),

@@ -1,7 +1,13 @@
 """The sandbox (execution.py) and pass@k: programs that pass, fail, hang, and attack the harness.
 Each attack must end as a failed, timed-out or limited program, with this process alive and
 nothing outside the program's temporary directory changed."""
+import json
 import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
 
 import pytest
 
@@ -193,5 +199,71 @@ def test_two_evaluations_at_once_are_independent():
 
 
 def test_the_harness_interpreter_runs_the_program():
-    import sys
     assert run(f"import sys, tqdm\nassert sys.executable == {sys.executable!r}\n")["status"] == "passed"
+
+
+def test_without_bubblewrap_the_verdicts_and_limits_hold(monkeypatch):
+    """The fallback where bwrap is missing: no isolation, but the same verdict protocol and the
+    per-process limits. As root the process bound does not hold (root is exempt from RLIMIT_NPROC):
+    the timeout ends a fork bomb, and the session's kill leaves nothing behind."""
+    monkeypatch.setitem(sandbox._BACKEND, "name", "plain")
+    for attack in EXITS:
+        assert execution.run_one(execution.Program(F + EXITS[attack], T))["status"] == "failed", attack
+    assert execution.run_one(execution.Program(F.replace("return x", "return 2"), T))["status"] == "passed"
+    assert run(MEMORY["4 processes x 200 MiB"], memory_mb=256)["status"] == "limit"  # 64 MiB per process
+    assert run("x = bytearray(10 * 2 ** 30)\n")["status"] == "limit"
+    assert run("import os\nwhile True:\n    os.fork()\n", timeout=3)["status"] in ({"limit", "timeout"} if ROOT else {"limit"})
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            left += [pid] if execution.RUNNER.encode() in open(f"/proc/{pid}/cmdline", "rb").read() else []
+        except OSError:
+            pass
+    assert left == []
+
+
+UNPRIVILEGED = """import json, sys
+from evaluation import execution
+progs = json.load(sys.stdin)
+out = {"isolation": execution.isolation()}
+out |= {name: execution.run_one(execution.Program(*p), memory_mb=256, timeout=5)["status"] for name, p in progs.items()}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not ROOT or not shutil.which("setpriv") or not sysconfig.get_config_var("LIBDIR"),
+                    reason="needs root (to become user nobody) and util-linux's setpriv")
+def test_an_unprivileged_user_gets_the_user_namespace_sandbox():
+    """The path of most users' laptops: not root, so bubblewrap in a user namespace, no cgroup and
+    per-process bounds. Run as user nobody, with a copy of this interpreter (stdlib only) and of the
+    harness where nobody can read them."""
+    top = tempfile.mkdtemp(dir="/tmp", prefix="ddpt-nobody-")
+    try:
+        os.chmod(top, 0o755)
+        stdlib, libdir = sysconfig.get_paths()["stdlib"], sysconfig.get_config_var("LIBDIR")
+        lib = os.path.join(top, "lib")
+        shutil.copytree(stdlib, os.path.join(lib, os.path.basename(stdlib)), symlinks=True,
+                        ignore=shutil.ignore_patterns("site-packages", "test", "__pycache__", "idlelib", "tkinter"))
+        for name in {sysconfig.get_config_var("INSTSONAME"), sysconfig.get_config_var("LDLIBRARY")} - {None}:
+            if os.path.exists(os.path.join(libdir, name)):
+                shutil.copy(os.path.join(libdir, name), lib)
+        os.makedirs(os.path.join(top, "bin"))
+        python = shutil.copy(os.path.realpath(sys.executable), os.path.join(top, "bin"))
+        shutil.copytree(os.path.dirname(execution.__file__), os.path.join(top, "evaluation"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "a+rX", top], check=True)
+        progs = {name: (F + code, T) for name, code in EXITS.items()}
+        progs |= {"right": (F.replace("return x", "return 2"), T), "memory": (MEMORY["4 processes x 200 MiB"], ""),
+                  "fork bomb": ("import os\nwhile True:\n    os.fork()\n", "")}
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LD_LIBRARY_PATH": lib, "PYTHONPATH": top}
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", UNPRIVILEGED],
+                           input=json.dumps(progs), env=env, cwd=top, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    if got["isolation"]["backend"] == "plain":
+        pytest.skip("this kernel gives user nobody no user namespace: bubblewrap cannot start unprivileged")
+    assert got.pop("isolation") == {"backend": "bwrap", "own_user": False, "network": False, "private_tmp": True,
+                                    "private_pids": True, "memory": "per process"}
+    assert got == {**{name: "failed" for name in EXITS}, "right": "passed", "memory": "limit", "fork bomb": "limit"}

@@ -1,6 +1,6 @@
 """The attacks on the execution harness (evaluation/execution.py, sandbox.py) and how each ends on
 this machine. tests/test_execution.py asserts the safe outcome of each; this prints the table of
-docs/evaluation.md, with what `execution.isolation()` finds here above it.
+docs/evaluation.md, what `execution.isolation()` finds here in its first row.
 
     python -m tools.attacks
 """
@@ -87,8 +87,9 @@ def ends_as(r):
 
 def main():
     os.environ["DDPT_ATTACK_SECRET"] = "s3cret"
-    print(f"isolation here: {execution.isolation()}; Python {sys.version.split()[0]}, uid {os.geteuid()}\n")
     print("| attack | ends as |\n| --- | --- |")
+    print(f"| (what `execution.isolation()` finds here; Python {sys.version.split()[0]}, uid {os.geteuid()}) | "
+          f"{execution.isolation()} |")
     for attack, program, kw in rows():
         print(f"| {attack} | {ends_as(execution.run_one(program, **({'timeout': 10} | kw)))} |", flush=True)
     after = execution.run_one(execution.Program("pass\n", ""))
