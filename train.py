@@ -33,6 +33,7 @@ import data
 import llm
 import prompts
 from ddpt import objective
+from models import tiny
 from prompts import METHODS, count
 from tools import distributed
 
@@ -70,8 +71,13 @@ def parse(argv=None):
     a("--dtype", default="fp32", choices=list(llm.DTYPES), help="LLM weights dtype")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
     a("--device-map", default=None, help="'auto' to shard a large LLM over the visible GPUs")
+    a("--reproducible", action=argparse.BooleanOptionalAction, default=None,
+      help="one thread and deterministic algorithms, so that the checkpoints do not depend on the thread "
+      "count, on the CPU (default: on for the tiny model there; about 1.5x the time of 2 threads: docs/reliability.md)")
     prompts.add_options(p.add_argument_group("options of the methods (each names its --method)"), "train")
     args = p.parse_args(argv)
+    if args.reproducible is None:
+        args.reproducible = args.model == "tiny" and args.device == "cpu"
     args.out = args.out or os.path.join("out", f"{os.path.basename(args.model.rstrip('/'))}-{args.data}")
     return args
 
@@ -198,12 +204,15 @@ def main(argv=None):
         sys.exit(f"{unused[0]} is an option of --method {' or '.join(unused[1])}, which this run does not train")
     if args.resume and not os.path.exists(os.path.join(args.out, "config.json")):  # before the lock makes the folder
         sys.exit(f"{args.out} holds no run to resume (no config.json): check --out, or drop --resume to start one")
+    if args.reproducible and not args.device.startswith("cpu"):
+        sys.exit(f"--reproducible is for the CPU (one thread), not --device {args.device}: drop it")
     args.device, max_memory = distributed.setup(args.device, args.device_map)
     if args.batch_size < distributed.world()[1]:
         sys.exit(f"--batch-size {args.batch_size} is smaller than the {distributed.world()[1]} processes: "
                  "each needs a pair; raise --batch-size (it is the global batch)")
     try:
-        with checkpoint.lock(args.out) if distributed.is_main() else contextlib.nullcontext():
+        with checkpoint.lock(args.out) if distributed.is_main() else contextlib.nullcontext(), \
+                tiny.reproducible() if args.reproducible else contextlib.nullcontext():
             run(args, max_memory)
     finally:
         distributed.teardown()

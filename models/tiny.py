@@ -19,7 +19,8 @@ def path(data_name):
 def reproducible():
     """One thread and deterministic algorithms while inside, restored after. A sum split over threads
     rounds differently with their number, and thousands of steps turn that rounding into another
-    model: this makes the `tiny` pre-training bit-identical whatever OMP_NUM_THREADS says."""
+    model: this makes the `tiny` pre-training, and train.py on the CPU (--reproducible), bit-identical
+    whatever OMP_NUM_THREADS says."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

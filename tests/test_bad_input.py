@@ -61,6 +61,7 @@ def previous(cache, tmp_path_factory):
     (["--p-uncond", "0.3"], "--p-uncond is an option of --method ddpt-cond or ddpt-mcl-cond, which this run does not train"),
     (["--method", "ddpt-mcl", "--chain", "60", "--resume"], "--chain must be between 1 and T = 50, got 60"),
     ([], "already holds a run: pass --resume to continue it, or another --out"),
+    (["--reproducible", "--device", "cuda"], "--reproducible is for the CPU (one thread), not --device cuda: drop it"),
     (["--resume", "--n", "4"], "checkpoint has n=10 but this run has n=4"),
 ])
 def test_train_refuses_bad_options(cache, previous, args, message):

@@ -6,6 +6,7 @@
     python -m tools.bench llm        # SmolLM2-135M-Instruct: load, training step, generation (needs the wheel)
     python -m tools.bench codebleu   # our CodeBLEU against the codebleu package on broken and shuffled CoNaLa code
     python -m tools.bench pretrain   # the tiny pre-training: bit-identical across OMP_NUM_THREADS, and what that costs
+    python -m tools.bench finetune   # train.py on the CPU: the same checkpoint with 1, 2 and 4 threads (--reproducible), and its cost
     python -m tools.bench lr         # the learning-rate sweep behind each method's default rate (demo, 3 seeds)
     python -m tools.bench ddp        # train.py's steps per second: one process, and torchrun with 1 and 2 processes
     python -m tools.bench memory     # each GPU's memory for CodeT5+ 2B / 6B / 16B in bf16 (bench_ddp.py has both)
@@ -272,6 +273,32 @@ def bench_pretrain(steps=500):
             print(f"| {name} | {threads} | {float(run.stdout.split()[-1]):.1f} | {digest} |")
 
 
+def bench_finetune(steps=100):
+    """train.py on the demo (tiny model, both methods, `steps` steps, seed 0) in fresh processes:
+    --reproducible (one thread, deterministic algorithms; the tiny model's default on the CPU) under
+    OMP_NUM_THREADS 1, 2 and 4, and --no-reproducible (torch's threads) under 1, 2 and 4. Prints
+    seconds and a SHA-256 of DDPT's trained weights."""
+    import hashlib
+    import subprocess
+    import sys
+    import tempfile
+
+    import checkpoint
+    print(f"| train.py, demo, {steps} steps per method, seed 0 | OMP_NUM_THREADS | seconds | DDPT weights sha256 |")
+    print("| --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for flag in ("--reproducible", "--no-reproducible"):
+            for threads in ("1", "2", "4"):
+                out = os.path.join(tmp, f"{flag}{threads}")
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "train.py", flag, "--steps", str(steps), "--eval-every", str(steps),
+                                "--out", out], env=dict(os.environ, OMP_NUM_THREADS=threads), capture_output=True, check=True)
+                seconds = time.perf_counter() - t0
+                weights = checkpoint.load(os.path.join(out, "seed0", "ddpt.pt"))["weights"]
+                digest = hashlib.sha256(b"".join(w.numpy().tobytes() for w in weights.values())).hexdigest()[:16]
+                print(f"| {flag} | {threads} | {seconds:.1f} | {digest} |", flush=True)
+
+
 def bench_lr(steps=300, seeds=(0, 1, 2)):
     """The sweep behind each method's default rate (its class's `lr`): held-out token loss on the demo's
     validation split after `steps` steps of batch 16, mean ± std over training seeds."""
@@ -303,7 +330,7 @@ if __name__ == "__main__":
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="ddp: torchrun's process counts")
     args = p.parse_args()
     benchmarks = {"sampling": bench_sampling, "metrics": bench_metrics, "train": bench_train, "llm": bench_llm,
-                  "codebleu": bench_codebleu, "pretrain": bench_pretrain, "lr": bench_lr, "memory": bench_ddp.bench_memory,
+                  "codebleu": bench_codebleu, "pretrain": bench_pretrain, "finetune": bench_finetune, "lr": bench_lr, "memory": bench_ddp.bench_memory,
                   "ddp": lambda: bench_ddp.bench_ddp(args.model, args.device, args.procs)}
     for what in args.what:
         benchmarks[what]()
