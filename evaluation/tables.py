@@ -10,7 +10,11 @@ fixed seed), per seed:
     each stochastic method's top-1 (DDPT)  against  the manual prompt, and each one-row tuned method (soft prompt)
     its other picks of one of its k draws (best-of-k by likelihood, oracle)  against  each one-row tuned method
 
-A difference is marked significant (*) where its interval excludes zero.
+A difference is marked significant (*) where its interval excludes zero. Over several seeds each
+comparison is also summarised in one row (seed_summary): the mean of the per-seed differences with a
+95% bootstrap interval over the seeds, and in how many seeds the difference is significantly above
+(↑) or below (↓) zero. With more than three seeds the per-seed rows stay in results.json only, so
+that the table stays readable.
 """
 import json
 import os
@@ -143,6 +147,16 @@ def pass_k_summary(per_seed):
     return {m: {c: mean_std([r[c] for r in rows if r["method"] == m]) for c in list(rows[0])[1:]} for m in names}
 
 
+def seed_summary(diffs, resamples=10_000, seed=0):
+    """The mean of the per-seed differences `diffs` and a 95% interval of it from `resamples` bootstrap
+    resamples of the seeds (with replacement; fixed seed): how far the mean would move with other
+    training seeds, the spread a reader on another machine should expect. Returns (mean, low, high)."""
+    import numpy as np
+    x = np.asarray(diffs, dtype=float)
+    means = np.sort(x[np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))].mean(1))
+    return float(x.mean()), float(means[int(0.025 * resamples)]), float(means[int(0.975 * resamples) - 1])
+
+
 def write(setup, per_seed):
     args, seeds, first = setup.args, list(per_seed), next(iter(per_seed.values()))
     methods = list(dict.fromkeys(r.name for res in per_seed.values() for r in res.rows))
@@ -154,6 +168,13 @@ def write(setup, per_seed):
     for s, res in per_seed.items():
         for a, b in comparisons(res.rows):
             tests.append({"seed": s, "a": a, "b": b, **metrics.paired_bootstrap(by[s][a].gens, by[s][b].gens, refs)})
+    over = []  # each comparison summarised over the seeds
+    for a, b in dict.fromkeys((t["a"], t["b"]) for t in tests):
+        ts = [t for t in tests if (t["a"], t["b"]) == (a, b)]
+        over.append({"a": a, "b": b, "seeds": len(ts), **{m: dict(zip(("mean", "low", "high"), seed_summary([t[m]["diff"] for t in ts])),
+                                                 above=sum(t[m]["significant"] and t[m]["diff"] > 0 for t in ts),
+                                                 below=sum(t[m]["significant"] and t[m]["diff"] < 0 for t in ts))
+                                         for m in TESTED}})
     fmt = lambda m, sd: "—" if m is None else f"{m:.4f}" if len(seeds) == 1 else f"{m:.3f} ± {sd:.3f}"
     lines = [f"{len(refs)} test pairs ({args.data or setup.cfg['data']}, model {setup.cfg['model']}), "
              f"training seeds {', '.join(map(str, seeds))}: mean ± standard deviation over the seeds "
@@ -162,10 +183,21 @@ def write(setup, per_seed):
     lines += [f"| {m} | " + " | ".join(fmt(*summary[m][c]) for c in cols) + " |" for m in methods]
     if tests:
         sig = lambda t: f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]" + (" *" if t["significant"] else "")
-        lines += ["", "A − B with the paired bootstrap's 95% interval over the test pairs (1,000 resamples); "
-                  "* = the interval excludes zero:", "",
-                  "| A | B | seed | " + " | ".join(TESTED) + " |", "| --- | --- | --- |" + " --- |" * len(TESTED)]
-        lines += [f"| {t['a']} | {t['b']} | {t['seed']} | " + " | ".join(sig(t[m]) for m in TESTED) + " |" for t in tests]
+        lines += ["", "A − B with the paired bootstrap's 95% interval over the test pairs (1,000 resamples) in each "
+                  "seed; * = the interval excludes zero."]
+        if len(seeds) > 1:
+            lines += ["", f"Over the {len(seeds)} seeds: the mean of A − B with a 95% bootstrap interval over the seeds "
+                      "(10,000 resamples), and in how many seeds the per-seed interval lies above (↑) or below (↓) zero:",
+                      "", "| A | B | " + " | ".join(TESTED) + " |", "| --- | --- |" + " --- |" * len(TESTED)]
+            lines += [f"| {o['a']} | {o['b']} | " + " | ".join(f"{o[m]['mean']:+.3f} [{o[m]['low']:+.3f}, {o[m]['high']:+.3f}]; "
+                                                             f"{o[m]['above']}↑ {o[m]['below']}↓ of {o['seeds']}" for m in TESTED) + " |"
+                      for o in over]
+        if len(seeds) <= 3:
+            lines += ["", "Per seed:", "", "| A | B | seed | " + " | ".join(TESTED) + " |",
+                      "| --- | --- | --- |" + " --- |" * len(TESTED)]
+            lines += [f"| {t['a']} | {t['b']} | {t['seed']} | " + " | ".join(sig(t[m]) for m in TESTED) + " |" for t in tests]
+        else:
+            lines += ["", "Each seed's intervals: paired_bootstrap in results.json."]
     pass_k = pass_k_summary(per_seed)
     if pass_k:
         lines += ["", f"k = {setup.args.k} programs per problem, run against its tests:", "",
@@ -175,6 +207,6 @@ def write(setup, per_seed):
     print(text)
     suffix = tag(args)
     out = {"seeds": seeds, "mean_std": summary, "per_seed": {s: [as_dict(r) for r in res.rows] for s, res in per_seed.items()},
-           "paired_bootstrap": tests, "pass_at_k": pass_k}
+           "paired_bootstrap": tests, "over_seeds": over, "pass_at_k": pass_k}
     checkpoint.write_atomic(os.path.join(args.out, f"results{suffix}.md"), text)
     checkpoint.write_atomic(os.path.join(args.out, f"results{suffix}.json"), json.dumps(out, indent=2))
