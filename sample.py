@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 import checkpoint
 import data
@@ -68,6 +69,14 @@ class Setup:
     train_examples: list
     passed: object  # passed(gens) -> [bool] per test pair (execution.tester), or None
     features: dict = None  # {"test", "train"} instruction features, if a method reads them
+    where: str = ""  # "seed S: " while a seed is scored, for the progress bar
+    bar: object = None  # the progress bar (stderr): pairs generated, what is being done, time left
+
+
+def doing(setup, what):
+    """Says on the progress bar (stderr, never in a results file) what sample.py is doing now."""
+    if setup.bar is not None:
+        setup.bar.set_description_str(what, refresh=True)
 
 
 @dataclass
@@ -136,9 +145,13 @@ def run(args, runs):
     if any(METHODS[name].conditional for ckpts in runs.values() for name in ckpts):  # once for every seed
         setup.features = {"test": llm.instruction_features(model, tok, examples),
                           "train": llm.instruction_features(model, tok, train_examples)}
+    stochastic = lambda name: args.k if METHODS[name].stochastic else 1  # its generations per pair
+    per_pair = 2 + sum(sum(map(stochastic, ckpts)) + (args.k if humaneval else 0) for ckpts in runs.values())
+    setup.bar = tqdm(total=len(test) * per_pair, unit="pair", file=sys.stderr, dynamic_ncols=True)
     baselines = [score(setup, "no context", torch.zeros(0, llm.embeddings(model).shape[1]), role="baseline"),
                  score(setup, "manual prompt", llm.text_context(model, tok, cfg["prompt"]), role="baseline")]
     per_seed = {seed: score_seed(setup, ckpts, seed=seed, baselines=baselines) for seed, ckpts in runs.items()}
+    setup.bar.close()
     for seed, res in per_seed.items():
         tables.write_seed(setup, res, os.path.join(args.out, f"seed{seed}"))
     tables.write(setup, per_seed)
@@ -153,22 +166,30 @@ def generate(setup, ctx, *, temperature=None):
             raw += llm.generate(setup.model, setup.tok, c, b, max_new_tokens=args.max_new_tokens,
                                 num_beams=args.num_beams, temperature=temperature, top_p=args.top_p)
             losses += llm.example_losses(setup.model, c, b).tolist()
+            if setup.bar is not None:
+                setup.bar.update(len(b["labels"]))
     return raw, losses
 
 
 def make_row(setup, name, gens, *, role, loss, secs, diagnostics=None):
-    """A Row: every metric of its code, its loss, its sampling time, and exec / pass@1 where its
-    programs run (demo: against the reference's behaviour; HumanEval: against the tests)."""
+    """A Row: every metric of its code, its loss, its sampling time, CoNaLa's official score on its
+    test split (metrics.conala_bleu), and exec / pass@1 where its programs run (demo: against the
+    reference's behaviour; HumanEval: against the tests)."""
     refs = [p["code"] for p in setup.test]
+    doing(setup, f"{setup.where}{name}: scoring")
     scores = {**metrics.evaluate(gens, refs), "pair_loss": loss, "sec_per_prompt": secs,
               **(diagnostics or dict.fromkeys(tables.DIAGNOSTICS))}
+    if setup.cfg["data"] == "conala" and setup.args.data is None:  # CoNaLa's own test split
+        scores["conala_bleu"] = metrics.conala_bleu(gens, refs)
     if setup.passed:
+        doing(setup, f"{setup.where}{name}: running its programs in the sandbox")
         scores["pass@1" if setup.args.data == "humaneval" else "exec"] = sum(setup.passed(gens)) / len(refs)
     return Row(name=name, role=role, gens=gens, scores=scores)
 
 
 def score(setup, name, ctx, *, role, secs=0.0):
     """(the Row of one fixed context, its raw generations)."""
+    doing(setup, f"{setup.where}{name}: generating")
     raw, losses = generate(setup, ctx)
     return make_row(setup, name, [llm.extract_code(r) for r in raw], role=role, loss=sum(losses) / len(losses),
                     secs=secs), raw
@@ -178,6 +199,7 @@ def score_seed(setup, ckpts, *, seed, baselines):
     """One seed's SeedResult: the baselines (the same for every seed: scored once), then each trained
     method, its noise drawn from the seed; one-row methods first."""
     res = SeedResult(seed=seed, rows=[r for r, _ in baselines], raw={r.name: raw for r, raw in baselines})
+    setup.where = f"seed {seed}: "
     device = llm.embeddings(setup.model).device
     for name in sorted(ckpts, key=lambda m: METHODS[m].stochastic):
         module = METHODS[name].from_checkpoint(ckpts[name]).to(device)
@@ -195,6 +217,7 @@ def score_seed(setup, ckpts, *, seed, baselines):
         res.rows.append(row)
         res.spread[name] = {"title": module.title, "nearest_tokens": llm.nearest_tokens(setup.model, setup.tok, ctx, k=3)}
     if setup.args.data == "humaneval":
+        doing(setup, f"{setup.where}the manual prompt's {setup.args.k} samples, pass@k")
         res.extra = {"pass_at_k": checks.humaneval_pass_at_k(setup, res, generate)}
     elif setup.passed:
         res.extra = {"exec_vs_exact_match": checks.disagreements(res.rows, setup.test, setup.passed)}
@@ -217,7 +240,10 @@ def draw_rows(setup, module, *, options, seed):
     t0 = time.perf_counter()
     contexts = contexts_for("test")
     secs = (time.perf_counter() - t0) / k / (len(refs) if module.conditional else 1)
-    runs = [generate(setup, c) for c in contexts]
+    runs = []
+    for j, c in enumerate(contexts):
+        doing(setup, f"{setup.where}{module.title} draw {j + 1} of {k}: generating")
+        runs.append(generate(setup, c))
     gens = [[llm.extract_code(r) for r in raw] for raw, _ in runs]
     draws = Draws(model=setup.model, tok=setup.tok, contexts=contexts, gens=gens, examples=setup.examples,
                   train_examples=setup.train_examples, contexts_for=contexts_for, batch_size=args.batch_size,
@@ -229,6 +255,7 @@ def draw_rows(setup, module, *, options, seed):
     name = module.label(**options)
     chosen = {f"{name} top-1": [0] * len(refs)}
     for pick_name, pick in PICKS.items():
+        doing(setup, f"{setup.where}{module.title}: {pick_name.format(k=k)}")
         chosen[f"{name} {pick_name.format(k=k)}"], report = pick(draws)
         if report is not None:
             diagnostics["picks"][pick_name] = report

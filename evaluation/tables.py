@@ -91,7 +91,7 @@ def write_seed(setup, res, folder):
     args, cfg, test, spread, rows = setup.args, setup.cfg, setup.test, res.spread, res.rows
     fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
     cols = [*metric_columns(), "pair_loss", "sec_per_prompt", *DIAGNOSTICS]
-    cols += [c for c in ("exec", "pass@1") if c in rows[0].scores]
+    cols += [c for c in ("conala_bleu", "exec", "pass@1") if c in rows[0].scores]
     pass_k = res.extra.get("pass_at_k")
     lines = [f"Test pairs: {len(test)} ({args.data or cfg['data']}, model {cfg['model']}; {setup.cut} references "
              f"cut to {cfg['max_code']} tokens for the loss). Manual prompt: {cfg['prompt']!r}.", "",
@@ -160,7 +160,8 @@ def seed_summary(diffs, resamples=10_000, seed=0):
 def write(setup, per_seed):
     args, seeds, first = setup.args, list(per_seed), next(iter(per_seed.values()))
     methods = list(dict.fromkeys(r.name for res in per_seed.values() for r in res.rows))
-    cols = [c for c in [*metric_columns(), "pair_loss", "exec", "pass@1", *DIAGNOSTICS] if c in first.rows[0].scores]
+    cols = [c for c in [*metric_columns(), "pair_loss", "conala_bleu", "exec", "pass@1", *DIAGNOSTICS]
+            if c in first.rows[0].scores]
     by = {s: {r.name: r for r in res.rows} for s, res in per_seed.items()}
     summary = {m: {c: mean_std([by[s][m].scores[c] for s in seeds if m in by[s]]) for c in cols} for m in methods}
     refs = [p["code"] for p in setup.test]

@@ -1,4 +1,5 @@
 """The offline tiny model on the demo task, and train.py + sample.py end to end at seconds scale."""
+import functools
 import json
 import os
 
@@ -37,7 +38,7 @@ def small(out, *extra):
     return ["--out", str(out), "--T", "50", "--r", "16", "--batch-size", "4", "--eval-every", "3", *extra]
 
 
-def test_train_sample_resume(cache, tmp_path, capsys):
+def test_train_sample_resume(cache, tmp_path, capsys, monkeypatch):
     train.main(small(tmp_path / "run", "--steps", "6", "--seed", "0", "1"))
     for f in ("config.json", "seed0/log.jsonl", "seed0/ddpt.pt", "seed0/prompt-tuning.pt", "seed1/ddpt.pt"):
         assert os.path.exists(tmp_path / "run" / f)
@@ -58,7 +59,11 @@ def test_train_sample_resume(cache, tmp_path, capsys):
         assert a["step"] == b["step"] == 6
         assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
 
+    capsys.readouterr()
     sample.main(["--out", str(tmp_path / "run"), "--limit", "8", "--k", "2", "--max-new-tokens", "24"])
+    printed = capsys.readouterr()  # the progress bar on stderr: what it does, pairs done of all
+    assert "seed 1: DDPT (DDPM-50) draw 2 of 2: generating" in printed.err and "64/64" in printed.err
+    assert "draw 2 of 2" not in printed.out and "pair/s" not in printed.out
     table = open(tmp_path / "run" / "seed1" / "results.md").read()
     for name in ("no context", "manual prompt", "soft prompt tuning", "DDPT (DDPM-50) top-1",
                  "best-of-2, LLM likelihood", "DDPT (DDPM-50) selected", "oracle best-of-2", "mean pairwise cosine",
@@ -84,6 +89,13 @@ def test_train_sample_resume(cache, tmp_path, capsys):
                for t in summary["paired_bootstrap"] for m in ("bleu4", "codebleu", "exact_match"))
     assert " ± " in open(tmp_path / "run" / "results.md").read()
     table = open(tmp_path / "run" / "results.md").read()
+    # the same results without the progress bar (timings aside)
+    untimed = lambda: [{k: v for k, v in r.items() if k != "sec_per_prompt"} for s in ("0", "1")
+                       for r in json.load(open(tmp_path / "run" / "results.json"))["per_seed"][s]]
+    with_bar = untimed()
+    monkeypatch.setattr(sample, "tqdm", functools.partial(sample.tqdm, disable=True))
+    sample.main(["--out", str(tmp_path / "run"), "--limit", "8", "--k", "2", "--max-new-tokens", "24"])
+    assert untimed() == with_bar and "pair/s" not in capsys.readouterr().err
 
     # HumanEval: pass@1 on every row, DDPT's 2 prompts against the manual prompt's 2 samples
     sample.main(["--out", str(tmp_path / "run"), "--data", "humaneval", "--limit", "3", "--k", "2",
@@ -100,3 +112,17 @@ def test_train_sample_resume(cache, tmp_path, capsys):
     assert "| programs | pass@1 | pass@2 |" in open(tmp_path / "run" / "results-humaneval.md").read()
     assert "HumanEval/0" in open(tmp_path / "run" / "seed0" / "generations-humaneval.jsonl").readline()
     assert table == open(tmp_path / "run" / "results.md").read()  # the demo's own table is kept
+
+
+def test_a_conala_run_gets_the_official_score_column(cache, tmp_path, shared):
+    out, folder = str(tmp_path / "run"), shared("conala")
+    train.main(["--out", out, "--model", tiny.path("demo"), "--data", "conala", "--data-dir", folder,
+                "--method", "prompt-tuning", "--steps", "2", "--batch-size", "4", "--max-code", "32"])
+    sample.main(["--out", out, "--limit", "6", "--max-new-tokens", "16"])
+    header = next(line for line in open(tmp_path / "run" / "seed0" / "results.md") if line.startswith("| method |"))
+    assert "conala_bleu" in header.split(" | ") and "conala_bleu" in open(tmp_path / "run" / "results.md").read()
+    rows = json.load(open(tmp_path / "run" / "seed0" / "results.json"))["rows"]
+    gens = [json.loads(line) for line in open(tmp_path / "run" / "seed0" / "generations.jsonl")]
+    for row in rows:
+        assert row["conala_bleu"] == pytest.approx(metrics.conala_bleu([g[row["method"]] for g in gens],
+                                                                       [g["code"] for g in gens]))

@@ -5,6 +5,7 @@ import math
 import os
 import random
 import re
+from collections import Counter
 
 import pytest
 
@@ -198,3 +199,42 @@ def test_paired_bootstrap_equals_a_direct_computation():
     assert got["exact_match"]["diff"] > 0 and got["exact_match"]["significant"]  # 60% exact against 30%
     same = metrics.paired_bootstrap(a, a, refs, resamples=50)
     assert all(v == {"diff": 0.0, "low": 0.0, "high": 0.0, "significant": False} for v in same.values())
+
+
+def _official_conala(hyps, refs):
+    """Our reading of conala-baseline's eval/conala_eval.py, step by step: its tokenizer, then the
+    corpus BLEU it imports (bleu_score.compute_bleu, max_order 4, smooth=False), times 100."""
+    def tokenize_for_bleu_eval(code):
+        code = re.sub(r"([^A-Za-z0-9_])", r" \1 ", code)
+        code = re.sub(r"([a-z])([A-Z])", r"\1 \2", code)
+        code = re.sub(r"\s+", " ", code)
+        code = code.replace('"', "`").replace("'", "`")
+        return [t for t in code.split(" ") if t]
+
+    def ngrams(tokens):
+        return Counter(tuple(tokens[i:i + n]) for n in range(1, 5) for i in range(len(tokens) - n + 1))
+
+    matches, possible, ref_len, hyp_len = [0] * 4, [0] * 4, 0, 0
+    for h, r in zip(map(tokenize_for_bleu_eval, hyps), map(tokenize_for_bleu_eval, refs)):
+        ref_len, hyp_len = ref_len + len(r), hyp_len + len(h)
+        for gram, count in (ngrams(h) & ngrams(r)).items():
+            matches[len(gram) - 1] += count
+        for n in range(1, 5):
+            if len(h) - n + 1 > 0:
+                possible[n - 1] += len(h) - n + 1
+    precisions = [m / p if p > 0 else 0.0 for m, p in zip(matches, possible)]
+    geo_mean = math.exp(sum(math.log(p) / 4 for p in precisions)) if min(precisions) > 0 else 0.0
+    ratio = hyp_len / ref_len
+    return 100 * geo_mean * (1.0 if ratio > 1.0 else math.exp(1 - 1 / ratio))
+
+
+def test_conala_bleu_is_the_official_script(shared):
+    from metrics import conala_bleu
+    hyps, refs = _pairs(shared)  # CoNaLa's test snippets, perturbed, and edge cases
+    for h, r in _chunks(hyps, refs, size=7) + [(hyps, refs)]:
+        if any(map(tokenize_code, h)) and any(map(tokenize_code, r)):  # (else the script divides by zero)
+            assert conala_bleu(h, r) == pytest.approx(_official_conala(h, r), abs=1e-9)
+    assert conala_bleu(refs, refs) == pytest.approx(100.0)
+    assert conala_bleu(["x = 1"], ["y = 2"]) == 0.0 == _official_conala(["x = 1"], ["y = 2"])  # no 4-gram match
+    # a hand-computed case: 'a = b ( c )' against 'a = b ( d )': precisions 5/6, 3/5, 2/4, 1/3, brevity 1
+    assert conala_bleu(["a = b(c)"], ["a = b(d)"]) == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)

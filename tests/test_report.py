@@ -36,3 +36,19 @@ def test_every_table_of_numbers_sits_in_a_report_block():
                 loose.append(f"{path}: {line}")
             previous = line
     assert not loose, f"tables outside a report block (wrap them, with the command that made them): {loose}"
+
+
+def test_a_stated_table_is_read_back_and_the_regeneration_check_reruns_its_own_command(capsys):
+    body = ("Intro.\n\n| method | bleu4 | exec | note |\n| --- | --- | --- | --- |\n"
+            "| manual prompt | 0.052 ± 0.000 | — | x |\n| DDPT top-1 | 0.351 ± 0.019 | 0.190 ± 0.048 | y |\n\n"
+            "| A | B |\n| --- | --- |\n| never | read |\n")
+    assert report.means(body) == {"manual prompt": {"bleu4": (0.052, 0.0)},
+                                  "DDPT top-1": {"bleu4": (0.351, 0.019), "exec": (0.19, 0.048)}}
+    from tools import regen
+    command, folder, table = regen.stated()  # the demo block of docs/results.md
+    assert folder.startswith("out/tiny-demo") and "soft prompt tuning" in table and "bleu4" in table["manual prompt"]
+    out, cmd = regen.command_for(command, folder, 4, seeds=[0, 1])
+    assert out == "out/regen-4threads" and folder not in cmd and "--seed 0 1 --out out/regen-4threads" in cmd
+    assert "DDPT_CACHE=out/regen-4threads-cache" in cmd and "out/fresh-cache" not in cmd
+    assert regen.outside(0.45, 0.35, 0.019) and not regen.outside(0.37, 0.35, 0.019)
+    assert not regen.outside(0.009, 0.0, 0.0) and regen.outside(0.011, 0.0, 0.0)

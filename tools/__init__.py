@@ -6,6 +6,9 @@
     bench_threads.py the thread-count benchmarks bench.py runs (pretrain, finetune)
     attacks.py       the attacks on the execution sandbox and how each ends: python -m tools.attacks
     report.py        re-runs the commands behind the tables in README.md and docs/: python -m tools.report
+    regen.py         re-runs the demo block under 1, 2 and 4 threads, every cell against its stated band
+    figures.py       draws docs/figures/ from a run folder: python -m tools.figures out/tiny-demo-mcl
+    headline.py      the README's headline table from a run folder's results.json
 
 May import anything; only train.py imports it (distributed.py).
 """

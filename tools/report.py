@@ -47,6 +47,31 @@ def tables(text):
     return "\n".join(out)
 
 
+def means(body):
+    """The first table of a block's `body` as {row: {column: (mean, std)}}, from its "m ± s" cells
+    (other cells left out): how tools/regen.py and tools/figures.py read a stated table."""
+    cells, header = {}, None
+    for line in body.splitlines():
+        if not line.startswith("|"):
+            if header:
+                break
+            continue
+        parts = [c.strip() for c in line.strip("|").split("|")]
+        if header is None:
+            header = parts
+        elif not set(parts[1]) <= set("- "):
+            cells[parts[0]] = {col: tuple(map(float, v.split(" ± "))) for col, v in zip(header[1:], parts[1:]) if " ± " in v}
+    return cells
+
+
+def block(path, match):
+    """(command, output file, body) of the first report block in `path` whose command contains `match`."""
+    found = next((m for m in BLOCK.finditer(open(path).read()) if match in m.group(1)), None)
+    if found is None:
+        raise SystemExit(f"{path} has no report block whose command contains {match!r}")
+    return found.group(1), found.group(2), found.group(3)
+
+
 def rerun(command, path):
     """Runs `command` in a shell from the repository root; the block's new body."""
     t0 = time.time()
@@ -69,23 +94,20 @@ def main(argv=None):
     p.add_argument("--run", nargs="*", default=None, metavar="MATCH", help="re-run blocks whose command contains MATCH")
     p.add_argument("--file", nargs="+", default=None, help="the documents to read (default: README.md and docs/*.md)")
     args = p.parse_args(argv)
+    todo = []  # (document, command, output file) of every block to re-run, in order
     for path in args.file or documents():
-        text = open(path).read()
-        blocks = list(BLOCK.finditer(text))
-        if args.run is None:
-            for m in blocks:
+        for m in BLOCK.finditer(open(path).read()):
+            if args.run is None:
                 print(f"{os.path.relpath(path, ROOT)}: " + m.group(1) + (f"  => {m.group(2)}" if m.group(2) else ""))
-            continue
-        for m in blocks:
-            command, out = m.group(1), m.group(2)
-            if args.run and not any(s in command for s in args.run):
-                continue
-            print(f"running ({os.path.relpath(path, ROOT)}): {command}", flush=True)
-            body = rerun(command, out)
-            text = open(path).read()  # re-read: an earlier block may have changed its length
-            old = next(b for b in BLOCK.finditer(text) if b.group(1) == command)
-            text = text[:old.start(3)] + body + text[old.end(3):]
-            checkpoint.write_atomic(path, text)
+            elif not args.run or any(s in m.group(1) for s in args.run):
+                todo.append((path, m.group(1), m.group(2)))
+    for i, (path, command, out) in enumerate(todo, 1):
+        print(f"[block {i} of {len(todo)}, {datetime.datetime.now():%H:%M}] running ({os.path.relpath(path, ROOT)}): "
+              f"{command}", flush=True)
+        body = rerun(command, out)
+        text = open(path).read()  # re-read: an earlier block may have changed its length
+        old = next(b for b in BLOCK.finditer(text) if b.group(1) == command)
+        checkpoint.write_atomic(path, text[:old.start(3)] + body + text[old.end(3):])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""The regeneration check: re-runs the demo block of docs/results.md under other thread counts and
+prints, for every cell of its table, the new value against the stated mean ± std.
+
+    python -m tools.regen                                # 1, 2 and 4 threads, every seed of the block
+    python -m tools.regen --seeds 0 1 2                  # the first three seeds only (faster)
+    python -m tools.regen --threads 1 --seeds 0          # one thread count, one seed
+
+Each thread count runs the block's own command with OMP_NUM_THREADS set, from an empty cache of its own
+(the tiny pre-training included, as on a fresh clone), into out/regen-<T>threads. A cell is marked !
+where the new value lies more than 2 stated standard deviations + 0.01 from the stated mean: with
+fewer seeds than the block the new value is the mean over those seeds, which should land inside that
+band too. The same machine gives the same value with any thread count (train.py --reproducible);
+another machine may not (docs/reliability.md), and the band is what it should expect.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import time
+
+from tools import report
+
+DOC = os.path.join(report.ROOT, "docs", "results.md")
+
+
+def stated(doc=DOC):
+    """(command, out folder, {method: {column: (mean, std)}}) of the demo block's table in `doc`."""
+    command, out, body = report.block(doc, "tiny-demo")
+    return command, os.path.dirname(out), report.means(body)
+
+
+def command_for(command, folder, threads, seeds=None):
+    """The block's `command` writing into out/regen-<threads>threads (and a cache of its own) instead
+    of `folder`, with only `seeds` where given."""
+    out = f"out/regen-{threads}threads"
+    if seeds:
+        command = re.sub(r"--seed( \d+)+", "--seed " + " ".join(map(str, seeds)), command)
+    return out, command.replace(folder, out).replace("out/fresh-cache", f"{out}-cache")
+
+
+def outside(value, mean, std):
+    """True where `value` lies more than 2 std + 0.01 from `mean`."""
+    return abs(value - mean) > 2 * std + 0.01
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4], help="the OMP_NUM_THREADS values to try")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="a subset of the block's seeds (default: all)")
+    args = p.parse_args(argv)
+    command, folder, table = stated()
+    new, secs = {}, {}
+    for t in args.threads:
+        out, cmd = command_for(command, folder, t, args.seeds)
+        print(f"OMP_NUM_THREADS={t}: {cmd}", flush=True)
+        t0 = time.time()
+        done = subprocess.run(cmd, shell=True, cwd=report.ROOT, env=dict(os.environ, OMP_NUM_THREADS=str(t)),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"the block's command failed with {t} threads (exit {done.returncode}): "
+                             f"{done.stderr.strip().splitlines()[-1:]}")
+        secs[t] = time.time() - t0
+        new[t] = json.load(open(os.path.join(report.ROOT, out, "results.json")))
+    seeds = new[args.threads[0]]["seeds"]
+    print(f"\nThe demo block's table (docs/results.md) against its command re-run with seeds "
+          f"{', '.join(map(str, seeds))}; ! = more than 2 std + 0.01 from the stated mean:\n")
+    print("| method | column | stated mean ± std | " + " | ".join(f"{t} thread{'s' * (t > 1)}" for t in args.threads) + " |")
+    print("| --- | --- | --- |" + " --- |" * len(args.threads))
+    flagged = total = 0
+    for method, cols in table.items():
+        for col, (mean, std) in cols.items():
+            row = []
+            for t in args.threads:
+                value = new[t]["mean_std"].get(method, {}).get(col, [None])[0]
+                if value is None:
+                    row.append("—")
+                    continue
+                bad = outside(value, mean, std)
+                flagged, total = flagged + bad, total + 1
+                row.append(f"{value:.3f}" + (" !" if bad else ""))
+            print(f"| {method} | {col} | {mean:.3f} ± {std:.3f} | " + " | ".join(row) + " |")
+    values = lambda t: [[r.get(c) for c in cols] for rows in new[t]["per_seed"].values() for r in rows
+                        for cols in [table.get(r["method"], {})]]  # the table's cells of each seed, no timings
+    same = all(values(t) == values(args.threads[0]) for t in args.threads)
+    print(f"\n{flagged} of {total} cells outside the band; every seed's values "
+          f"{'identical' if same else 'NOT identical'} across the thread counts. Wall time: "
+          + ", ".join(f"{t} thread{'s' * (t > 1)} {secs[t]:.0f} s" for t in args.threads) + ".")
+
+
+if __name__ == "__main__":
+    main()
