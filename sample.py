@@ -242,7 +242,7 @@ def draw_rows(setup, module, *, options, seed):
     secs = (time.perf_counter() - t0) / k / (len(refs) if module.conditional else 1)
     runs = []
     for j, c in enumerate(contexts):
-        doing(setup, f"{setup.where}{module.title} draw {j + 1} of {k}: generating")
+        doing(setup, f"{setup.where}{module.label(**options)} draw {j + 1} of {k}: generating")
         runs.append(generate(setup, c))
     gens = [[llm.extract_code(r) for r in raw] for raw, _ in runs]
     draws = Draws(model=setup.model, tok=setup.tok, contexts=contexts, gens=gens, examples=setup.examples,
@@ -255,7 +255,7 @@ def draw_rows(setup, module, *, options, seed):
     name = module.label(**options)
     chosen = {f"{name} top-1": [0] * len(refs)}
     for pick_name, pick in PICKS.items():
-        doing(setup, f"{setup.where}{module.title}: {pick_name.format(k=k)}")
+        doing(setup, f"{setup.where}{module.label(**options)}: {pick_name.format(k=k)}")
         chosen[f"{name} {pick_name.format(k=k)}"], report = pick(draws)
         if report is not None:
             diagnostics["picks"][pick_name] = report

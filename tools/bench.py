@@ -7,6 +7,7 @@
     python -m tools.bench codebleu   # our CodeBLEU against the codebleu package on broken and shuffled CoNaLa code
     python -m tools.bench pretrain   # the tiny pre-training: bit-identical across OMP_NUM_THREADS, and what that costs
     python -m tools.bench finetune   # train.py on the CPU: the same checkpoint with 1, 2 and 4 threads (--reproducible), and its cost
+    python -m tools.bench isa        # the tiny pre-training under other CPU code paths (another processor's): other weights
     python -m tools.bench lr         # the learning-rate sweep behind each method's default rate (demo, 3 seeds)
     python -m tools.bench ddp        # train.py's steps per second: one process, and torchrun with 1 and 2 processes
     python -m tools.bench memory     # each GPU's memory for CodeT5+ 2B / 6B / 16B in bf16 (bench_ddp.py has both)
@@ -282,7 +283,7 @@ if __name__ == "__main__":
     args = p.parse_args()
     benchmarks = {"sampling": bench_sampling, "metrics": bench_metrics, "train": bench_train, "llm": bench_llm,
                   "codebleu": bench_codebleu, "pretrain": bench_threads.bench_pretrain,
-                  "finetune": bench_threads.bench_finetune, "lr": bench_lr, "memory": bench_ddp.bench_memory,
+                  "finetune": bench_threads.bench_finetune, "isa": bench_threads.bench_isa, "lr": bench_lr, "memory": bench_ddp.bench_memory,
                   "ddp": lambda: bench_ddp.bench_ddp(args.model, args.device, args.procs)}
     for what in args.what:
         benchmarks[what]()

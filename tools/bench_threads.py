@@ -4,6 +4,7 @@ SHA-256 and the seconds that one thread costs.
 
     python -m tools.bench pretrain
     python -m tools.bench finetune
+    python -m tools.bench isa
 """
 import hashlib
 import os
@@ -52,3 +53,28 @@ def bench_finetune(steps=100):
                 weights = checkpoint.load(os.path.join(out, "seed0", "ddpt.pt"))["weights"]
                 digest = hashlib.sha256(b"".join(w.numpy().tobytes() for w in weights.values())).hexdigest()[:16]
                 print(f"| {flag} | {threads} | {seconds:.1f} | {digest} |", flush=True)
+
+
+# The code paths another processor would take, forced on this one: ATen's vectorised kernels (AVX-512
+# where the CPU has it, else AVX2) and MKL's (its own choice per processor; MKL_CBWR pins one).
+PATHS = (("this CPU's own", {}), ("ATen AVX2 kernels", {"ATEN_CPU_CAPABILITY": "avx2"}),
+         ("MKL pinned to AVX2", {"MKL_CBWR": "AVX2"}), ("MKL pinned to AVX-512", {"MKL_CBWR": "AVX512"}),
+         ("both AVX2", {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}))
+
+
+def bench_isa(steps=500):
+    """The first `steps` of the reproducible tiny pre-training (one thread), each in a fresh process
+    under the code paths of PATHS: a processor that takes another path pre-trains other weights,
+    whatever the thread count. Prints seconds and the weights' SHA-256."""
+    print(f"| tiny pre-training, first {steps} steps, 1 thread | environment | seconds | weights sha256 |")
+    print("| --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, env) in enumerate(PATHS):
+            out = os.path.join(tmp, str(i))
+            code = (f"from models import tiny; import time; t = time.time(); tiny.pretrain({out!r}, 'demo', steps={steps}); "
+                    "print(time.time() - t)")
+            run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                 env=dict(os.environ, OMP_NUM_THREADS="1", **env))
+            digest = hashlib.sha256(open(os.path.join(out, "model.safetensors"), "rb").read()).hexdigest()[:16]
+            shown = " ".join(f"{k}={v}" for k, v in env.items()) or "(none)"
+            print(f"| {name} | {shown} | {float(run.stdout.split()[-1]):.1f} | {digest} |", flush=True)

@@ -1,6 +1,6 @@
 """The README's headline table: a few rows and columns of a run's table over seeds (results.json).
 
-    python -m tools.headline out/tiny-demo-3seeds
+    python -m tools.headline out/tiny-demo-10seeds
 """
 import argparse
 import json

@@ -67,25 +67,24 @@ def main(argv=None):
           f"{', '.join(map(str, seeds))}; ! = more than 2 std + 0.01 from the stated mean:\n")
     print("| method | column | stated mean ± std | " + " | ".join(f"{t} thread{'s' * (t > 1)}" for t in args.threads) + " |")
     print("| --- | --- | --- |" + " --- |" * len(args.threads))
-    flagged = total = 0
+    flagged = {t: 0 for t in args.threads}
     for method, cols in table.items():
         for col, (mean, std) in cols.items():
             row = []
             for t in args.threads:
                 value = new[t]["mean_std"].get(method, {}).get(col, [None])[0]
-                if value is None:
-                    row.append("—")
-                    continue
-                bad = outside(value, mean, std)
-                flagged, total = flagged + bad, total + 1
-                row.append(f"{value:.3f}" + (" !" if bad else ""))
+                bad = value is not None and outside(value, mean, std)
+                flagged[t] += bad
+                row.append("—" if value is None else f"{value:.3f}" + (" !" if bad else ""))
             print(f"| {method} | {col} | {mean:.3f} ± {std:.3f} | " + " | ".join(row) + " |")
-    values = lambda t: [[r.get(c) for c in cols] for rows in new[t]["per_seed"].values() for r in rows
-                        for cols in [table.get(r["method"], {})]]  # the table's cells of each seed, no timings
-    same = all(values(t) == values(args.threads[0]) for t in args.threads)
-    print(f"\n{flagged} of {total} cells outside the band; every seed's values "
-          f"{'identical' if same else 'NOT identical'} across the thread counts. Wall time: "
-          + ", ".join(f"{t} thread{'s' * (t > 1)} {secs[t]:.0f} s" for t in args.threads) + ".")
+    cells = sum(len(cols) for cols in table.values())
+    values = lambda t: [[r.get(c) for c in table.get(r["method"], {})] for rows in new[t]["per_seed"].values()
+                        for r in rows]  # the table's cells of each seed, no timings
+    print(f"\n| OMP_NUM_THREADS | wall time (s) | cells outside the band (of {cells}) | every seed's cells as with "
+          f"{args.threads[0]} thread{'s' * (args.threads[0] > 1)} |")
+    print("| --- | --- | --- | --- |")
+    for t in args.threads:
+        print(f"| {t} | {secs[t]:.0f} | {flagged[t]} | {'identical' if values(t) == values(args.threads[0]) else 'differ'} |")
 
 
 if __name__ == "__main__":

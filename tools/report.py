@@ -12,7 +12,7 @@ Each table sits in a block that names the command it came from:
 
     python -m tools.report                 # lists the blocks of every file and their commands
     python -m tools.report --run demo      # re-runs the blocks whose command contains "demo", rewrites them
-    python -m tools.report --file docs/results.md --run tiny-demo-3seeds   # only that file's blocks
+    python -m tools.report --file docs/results.md --run tiny-demo-10seeds  # only that file's blocks
     python -m tools.report --run           # re-runs every block (hours on a CPU: see each block's time)
 
 A rewritten block ends with the command, its wall time and the date, so a document cannot drift
