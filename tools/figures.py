@@ -89,10 +89,9 @@ def emerging(methods, path, k=5, seed=0):
             ax.plot(P[:, j, 0], P[:, j, 1], color="0.8", lw=0.8, zorder=1)
             dots = ax.scatter(P[:, j, 0], P[:, j, 1], c=ts, cmap="viridis", s=9, zorder=2)
         ax.scatter(P[-1, :, 0], P[-1, :, 1], marker="x", color="crimson", s=60, zorder=3, label="the k prompts (t = 0)")
-        final = torch.nn.functional.normalize(X[-1].double(), dim=1)
-        cos = ((final @ final.T).sum() - k) / (k * (k - 1))
-        ax.set_title(f"{module.title}: {k} draws, {len(ts)} of its steps shown\nmean pairwise cosine at t = 0: {cos:.4f}",
-                     fontsize=10)
+        final = prompts.spread(X[-1])  # the cosine hides the spread: every direction shares a large common part
+        ax.set_title(f"{module.title}: {k} draws, {len(ts)} of its steps shown\nat t = 0: rms spread "
+                     f"{final['rms_spread']:.4f}, mean pairwise cosine {final['mean_pairwise_cosine']:.4f}", fontsize=10)
         ax.set_xlabel("principal component 1 of x0_hat")
         ax.set_ylabel("principal component 2")
         ax.legend(loc="best", fontsize=8)
@@ -120,7 +119,8 @@ def where(methods, model, tok, manual, path, k=5, seed=0, vocab=3000):
     ax.scatter(m[:, 0], m[:, 1], s=40, color="black", marker="s", label="manual prompt")
     for (title, contexts), colour in zip(drawn.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
         c = proj(contexts.flatten(0, 1))
-        ax.scatter(c[:, 0], c[:, 1], s=22, color=colour, alpha=0.7, label=f"{title} ({k} draws x {contexts.shape[1]} positions)")
+        drawn_as = f"{k} draws" if len(torch.unique(contexts, dim=0)) > 1 else "one prompt"
+        ax.scatter(c[:, 0], c[:, 1], s=22, color=colour, alpha=0.7, label=f"{title} ({drawn_as} x {contexts.shape[1]} positions)")
         nearest = llm.nearest_tokens(model, tok, contexts[0], k=1)
         for (x, y), (token,) in zip(proj(contexts[0]), nearest):
             ax.annotate(repr(token), (x, y), fontsize=7, color=colour, xytext=(3, 3), textcoords="offset points")
@@ -160,7 +160,7 @@ def curves(run, path):
 
 def glance(path, doc=os.path.join(report.ROOT, "docs", "results.md"), cols=("bleu4", "codebleu", "exact_match")):
     """Bars of every row's mean with its std over seeds, one panel per table of GLANCE in `doc`."""
-    fig, axes = plt.subplots(1, len(GLANCE), figsize=(7 * len(GLANCE), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(GLANCE), figsize=(7 * len(GLANCE), 5.8), squeeze=False)
     for ax, (label, match) in zip(axes[0], GLANCE):
         table = report.means(report.block(doc, match)[2])
         rows = [r for r in table if all(c in table[r] for c in cols)]
@@ -170,7 +170,7 @@ def glance(path, doc=os.path.join(report.ROOT, "docs", "results.md"), cols=("ble
             ax.bar(xs, [table[row][c][0] for c in cols], width, yerr=[table[row][c][1] for c in cols], capsize=2, label=row)
         ax.set_xticks(range(len(cols)), cols)
         ax.set_title(f"{label}: mean ± std over seeds", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2)  # below: bars stay visible
     fig.suptitle("The results at a glance (the tables of docs/results.md)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
