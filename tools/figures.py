@@ -91,7 +91,7 @@ def emerging(methods, path, k=5, seed=0):
         ax.scatter(P[-1, :, 0], P[-1, :, 1], marker="x", color="crimson", s=60, zorder=3, label="the k prompts (t = 0)")
         final = prompts.spread(X[-1])  # the cosine hides the spread: every direction shares a large common part
         ax.set_title(f"{module.title}: {k} draws, {len(ts)} of its steps shown\nat t = 0: rms spread "
-                     f"{final['rms_spread']:.4f}, mean pairwise cosine {final['mean_pairwise_cosine']:.4f}", fontsize=10)
+                     f"{final['rms_spread'] or 0:.4f}, mean pairwise cosine {final['mean_pairwise_cosine']:.4f}", fontsize=10)
         ax.set_xlabel("principal component 1 of x0_hat")
         ax.set_ylabel("principal component 2")
         ax.legend(loc="best", fontsize=8)
