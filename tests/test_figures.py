@@ -3,6 +3,7 @@ draws ends at the very prompts sample.py draws."""
 import os
 
 import matplotlib.image
+import pytest
 import torch
 
 import train
@@ -29,6 +30,8 @@ def test_every_figure_is_drawn(cache, tmp_path, capsys):
                 "--eval-every", "2", "--method", "ddpt", "prompt-tuning", "ddpt-mcl", "--K", "2", "--chain", "4",
                 "--seed", "0", "1"])
     capsys.readouterr()
+    with pytest.raises(SystemExit, match="no run folder"):
+        figures.main([str(tmp_path / "nowhere")])
     figures.main([str(tmp_path / "run"), "--out", str(tmp_path / "figures"), "--k", "3"])
     printed = capsys.readouterr().out
     for name in ("emerging.png", "prompts.png", "curves.png", "glance.png"):

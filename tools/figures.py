@@ -60,6 +60,8 @@ def pca(X, dims=2):
 def load_run(run):
     """(the run's record, {seed folder: {method: module}}) from the checkpoints of a train.py run."""
     prompts.discover()
+    if not os.path.isdir(run):
+        raise SystemExit(f"no run folder {run}: train one first (python train.py --out {run})")
     seeds = sorted((f for f in os.listdir(run) if re.fullmatch(r"seed\d+", f)), key=lambda f: int(f[4:]))
     if not seeds:
         raise SystemExit(f"{run} holds no seed<S> folder: train a run there first (python train.py --out {run})")
@@ -71,6 +73,9 @@ def load_run(run):
                 ckpt = checkpoint.load(path)
                 cfg = ckpt["run"]
                 modules.setdefault(s, {})[name] = cls.from_checkpoint(ckpt).eval()
+    if not any(m.stochastic and not m.conditional for m in modules.get(seeds[0], {}).values()):
+        raise SystemExit(f"{run}/{seeds[0]} holds no checkpoint of a method that draws prompts from noise: "
+                         "train one with --method ddpt (and ddpt-mcl) for the figures")
     return cfg, modules
 
 
