@@ -145,8 +145,8 @@ def run(args, runs):
     if any(METHODS[name].conditional for ckpts in runs.values() for name in ckpts):  # once for every seed
         setup.features = {"test": llm.instruction_features(model, tok, examples),
                           "train": llm.instruction_features(model, tok, train_examples)}
-    stochastic = lambda name: args.k if METHODS[name].stochastic else 1  # its generations per pair
-    per_pair = 2 + sum(sum(map(stochastic, ckpts)) + (args.k if humaneval else 0) for ckpts in runs.values())
+    generations = lambda name: args.k if METHODS[name].stochastic else 1  # a method's generations per pair
+    per_pair = 2 + sum(sum(map(generations, ckpts)) + (args.k if humaneval else 0) for ckpts in runs.values())
     setup.bar = tqdm(total=len(test) * per_pair, unit="pair", file=sys.stderr, dynamic_ncols=True)
     baselines = [score(setup, "no context", torch.zeros(0, llm.embeddings(model).shape[1]), role="baseline"),
                  score(setup, "manual prompt", llm.text_context(model, tok, cfg["prompt"]), role="baseline")]

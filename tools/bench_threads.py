@@ -16,6 +16,16 @@ import time
 import checkpoint
 
 
+def pretrain_once(out, *, steps, fn="pretrain", **env):
+    """(seconds, weights SHA-256) of the first `steps` of tiny.<fn> into `out`, in a fresh process with
+    `env` added to the environment (OMP_NUM_THREADS, the kernels' code paths)."""
+    kw = f"steps={steps}, n_pairs=20000, seed=0, batch_size=64, data_dir=None"
+    code = f"from models import tiny; import time; t = time.time(); tiny.{fn}({out!r}, 'demo', {kw}); print(time.time() - t)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, **env), check=True)
+    digest = hashlib.sha256(open(os.path.join(out, "model.safetensors"), "rb").read()).hexdigest()[:16]
+    return float(run.stdout.split()[-1]), digest
+
+
 def bench_pretrain(steps=500):
     """The first `steps` of the tiny pre-training (of 3,000), each in a fresh process: reproducible
     (one thread, deterministic algorithms) under OMP_NUM_THREADS=1 and 2, and as it was before
@@ -26,13 +36,8 @@ def bench_pretrain(steps=500):
         for name, fn, threads in (("reproducible (tiny.pretrain)", "pretrain", "1"),
                                   ("reproducible (tiny.pretrain)", "pretrain", "2"),
                                   ("torch's threads (tiny._pretrain alone)", "_pretrain", "2")):
-            out = os.path.join(tmp, f"{fn}{threads}")
-            kw = "steps={s}, n_pairs=20000, seed=0, batch_size=64, data_dir=None".format(s=steps)
-            code = f"from models import tiny; import time; t = time.time(); tiny.{fn}({out!r}, 'demo', {kw}); print(time.time() - t)"
-            run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 env=dict(os.environ, OMP_NUM_THREADS=threads), check=True)
-            digest = hashlib.sha256(open(os.path.join(out, "model.safetensors"), "rb").read()).hexdigest()[:16]
-            print(f"| {name} | {threads} | {float(run.stdout.split()[-1]):.1f} | {digest} |")
+            secs, digest = pretrain_once(os.path.join(tmp, f"{fn}{threads}"), steps=steps, fn=fn, OMP_NUM_THREADS=threads)
+            print(f"| {name} | {threads} | {secs:.1f} | {digest} |")
 
 
 def bench_finetune(steps=100):
@@ -70,11 +75,6 @@ def bench_isa(steps=500):
     print("| --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, env) in enumerate(PATHS):
-            out = os.path.join(tmp, str(i))
-            code = (f"from models import tiny; import time; t = time.time(); tiny.pretrain({out!r}, 'demo', steps={steps}); "
-                    "print(time.time() - t)")
-            run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                 env=dict(os.environ, OMP_NUM_THREADS="1", **env))
-            digest = hashlib.sha256(open(os.path.join(out, "model.safetensors"), "rb").read()).hexdigest()[:16]
+            secs, digest = pretrain_once(os.path.join(tmp, str(i)), steps=steps, OMP_NUM_THREADS="1", **env)
             shown = " ".join(f"{k}={v}" for k, v in env.items()) or "(none)"
-            print(f"| {name} | {shown} | {float(run.stdout.split()[-1]):.1f} | {digest} |", flush=True)
+            print(f"| {name} | {shown} | {secs:.1f} | {digest} |", flush=True)
