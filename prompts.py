@@ -26,6 +26,9 @@ train.py and sample.py see a method only through these members:
     module.label(**sample options)      the name of its rows
     module.checkpoint()                 {"kind", "config", "weights"}: all it needs to rebuild itself
     Method.from_checkpoint(ckpt)        the module again, from that dict alone
+    module.adapt(model)                 a context manager under which the LLM carries the method's own
+                                        change to it (methods/lora.py); a prompt changes nothing. Called
+                                        before the optimiser is made: the module may build its parts here
 
 The trained parameters are the module's `parameters()`; C rides along as a buffer. A method is known
 by `register`-ing its class in METHODS; train.py and sample.py call `discover()`, which imports every
@@ -33,6 +36,7 @@ module of the methods/ folder (each registers its own), so the core names no met
 PICKS holds the ways of choosing one of a stochastic method's k draws per test pair (sample.py).
 """
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -183,6 +187,11 @@ class PromptMethod(nn.Module):
     def forward(self, B, generator=None, score=None, features=None):
         """training_contexts, as the module's call: what DistributedDataParallel wraps (distributed.py)."""
         return self.training_contexts(B, generator, score, *([features] if self.conditional else []))
+
+    def adapt(self, model):
+        """A context manager under which `model` carries this method's change to the LLM itself: none
+        for a prompt. train.py trains and sample.py generates inside it."""
+        return contextlib.nullcontext()
 
     def label(self, **sample_options):
         """The name of this method's rows in the tables."""

@@ -87,6 +87,7 @@ class Draws:
     contexts: torch.Tensor  # (k, n, d), or (k, N, n, d) for a method that reads the instruction
     gens: list  # k lists of extracted code
     examples: list
+    instructions: list  # the test pairs' instruction texts (a pick never sees the references)
     train_examples: list
     contexts_for: object  # contexts_for("train") -> the k prompts for the training pairs
     batch_size: int
@@ -204,18 +205,21 @@ def score_seed(setup, ckpts, *, seed, baselines):
     for name in sorted(ckpts, key=lambda m: METHODS[m].stochastic):
         module = METHODS[name].from_checkpoint(ckpts[name]).to(device)
         options = {option: getattr(setup.args, option) for option in module.declared("sample")}
-        if module.stochastic:
-            rows, raw, drawn, res.spread[name] = draw_rows(setup, module, options=options, seed=seed)
-            res.rows += rows
-            res.raw |= raw
-            res.draws |= drawn
-            continue
-        t0 = time.perf_counter()
-        ctx = module.sample(1, generator=torch.Generator().manual_seed(seed), **options)[0]
-        label = module.label(**options)
-        row, res.raw[label] = score(setup, label, ctx, role="tuned", secs=time.perf_counter() - t0)
+        with module.adapt(setup.model):  # the LLM as the method changed it (methods/lora.py); a prompt: as it is
+            if module.stochastic:
+                rows, raw, drawn, res.spread[name] = draw_rows(setup, module, options=options, seed=seed)
+                res.rows += rows
+                res.raw |= raw
+                res.draws |= drawn
+                continue
+            t0 = time.perf_counter()
+            given = {"features": setup.features["test"]} if module.conditional else {}  # one prompt per pair
+            ctx = module.sample(1, generator=torch.Generator().manual_seed(seed), **options, **given)[0]
+            label = module.label(**options)
+            row, res.raw[label] = score(setup, label, ctx, role="tuned", secs=time.perf_counter() - t0)
         res.rows.append(row)
-        res.spread[name] = {"title": module.title, "nearest_tokens": llm.nearest_tokens(setup.model, setup.tok, ctx, k=3)}
+        first = ctx if ctx.dim() == 2 else ctx[0]  # (that of the first test pair)
+        res.spread[name] = {"title": module.title, "nearest_tokens": llm.nearest_tokens(setup.model, setup.tok, first, k=3)}
     if setup.args.data == "humaneval":
         doing(setup, f"{setup.where}the manual prompt's {setup.args.k} samples, pass@k")
         res.extra = {"pass_at_k": checks.humaneval_pass_at_k(setup, res, generate)}
@@ -246,8 +250,8 @@ def draw_rows(setup, module, *, options, seed):
         runs.append(generate(setup, c))
     gens = [[llm.extract_code(r) for r in raw] for raw, _ in runs]
     draws = Draws(model=setup.model, tok=setup.tok, contexts=contexts, gens=gens, examples=setup.examples,
-                  train_examples=setup.train_examples, contexts_for=contexts_for, batch_size=args.batch_size,
-                  max_new_tokens=args.max_new_tokens)
+                  instructions=[p["nl"] for p in setup.test], train_examples=setup.train_examples,
+                  contexts_for=contexts_for, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     diagnostics = spread(module.directions(contexts)) | {"title": module.title, "picks": {}}
     first = contexts[0] if contexts.dim() == 3 else contexts[0, 0]  # draw 0 (of the first test pair)
     diagnostics["nearest_tokens"] = llm.nearest_tokens(setup.model, setup.tok, first, k=3)

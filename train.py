@@ -55,7 +55,8 @@ def parse(argv=None):
     a("--n", type=count, default=10, help="context length in tokens")
     a("--prompt", default=None, help="manual prompt text (default: 'Write code:' on demo; for chat models "
       f"{llm.CHAT_PROMPT!r}; else the paper's {llm.PAPER_PROMPT!r})")
-    a("--lr", type=float, default=None, help="learning rate (default: each method's own, "
+    a("--lr", nargs="+", default=[], metavar="RATE", help="learning rate: one for every method, or METHOD=RATE "
+      "for some (each at its own tuned rate); the others keep their own ("
       + ", ".join(f"{k} {m.lr:g}" for k, m in METHODS.items()) + ")")
     a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     a("--clip", type=float, default=1.0, help="gradient-norm clipping")
@@ -123,8 +124,9 @@ def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log, feat
     Method, device, main = METHODS[name], llm.embeddings(model).device, distributed.is_main()
     C, s = llm.context_from_text(model, tok, args.prompt, args.n)
     module = Method.from_args(C, s, args).to(device)
+    adapted = module.adapt(model)  # a method that changes the LLM (methods/lora.py) builds its parts here
     params = list(module.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr or Method.lr, weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW(params, lr=args.rates.get(name, Method.lr), weight_decay=args.weight_decay)
     g = torch.Generator().manual_seed(seed)  # the one stream of batches and noise, the same on every rank
     path, step = os.path.join(folder, f"{name}.pt"), 0
     ckpt = distributed.broadcast(checkpoint.load(path) if args.resume and main and os.path.exists(path) else None)
@@ -143,7 +145,8 @@ def train(name, args, model, tok, *, seed, folder, train_ex, valid_ex, log, feat
     draws = VALID_DRAWS if Method.stochastic else 1
     given = {"features": feats["valid"]} if Method.conditional else {}
     ddp, mine, W = distributed.wrap(module), distributed.share(args.batch_size), distributed.world()[1]
-    with tqdm(range(step, args.steps), initial=step, total=args.steps, desc=f"{name}, seed {seed}", disable=not main) as bar:
+    with adapted, tqdm(range(step, args.steps), initial=step, total=args.steps, desc=f"{name}, seed {seed}",
+                       disable=not main) as bar:
         for step in bar:  # (the bar is closed on Ctrl-C too)
             idx = torch.randint(len(train_ex), (args.batch_size,), generator=g).tolist()
             batch = data.collate([train_ex[i] for i in idx[mine]], tok)
@@ -195,10 +198,28 @@ def trim_log(out):
     checkpoint.write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= saved[r["method"]]))
 
 
+def rates(values, methods):
+    """--lr's values -> {method: rate}: one RATE for every method trained, or METHOD=RATE pairs."""
+    if len(values) == 1 and "=" not in values[0]:
+        values = [f"{m}={values[0]}" for m in methods]
+    out = {}
+    for value in values:
+        method, _, rate = value.rpartition("=")
+        try:
+            out[method] = float(rate)
+        except ValueError:
+            sys.exit(f"--lr {value}: expected a rate (3e-4) or METHOD=RATE (lora=3e-4)")
+        if method not in methods:
+            sys.exit(f"--lr {value}: {method or 'a rate without METHOD='} is not trained in this run "
+                     f"(--method {' '.join(methods)}): give one rate, or METHOD=RATE for a trained method")
+        if not out[method] > 0:
+            sys.exit(f"--lr must be positive, got {out[method]}")
+    return out
+
+
 def main(argv=None):
     args = parse(argv)
-    if args.lr is not None and not args.lr > 0:
-        sys.exit(f"--lr must be positive, got {args.lr}")
+    args.rates = rates(args.lr, args.method)
     unused = prompts.unused_option(args, "train", args.method)
     if unused:  # an option that would change nothing: say so
         sys.exit(f"{unused[0]} is an option of --method {' or '.join(unused[1])}, which this run does not train")

@@ -57,6 +57,8 @@ def previous(cache, tmp_path_factory):
     (["--steps", "0"], "argument --steps: must be at least 1, got 0"),
     (["--steps", "-5"], "argument --steps: must be at least 1, got -5"),
     (["--lr", "0"], "--lr must be positive, got 0.0"),
+    (["--lr", "fast"], "--lr fast: expected a rate (3e-4) or METHOD=RATE (lora=3e-4)"),
+    (["--lr", "lora=1e-3"], "--lr lora=1e-3: lora is not trained in this run (--method ddpt prompt-tuning)"),
     (["--relax", "0.1"], "--relax is an option of --method ddpt-mcl or ddpt-mcl-cond, which this run does not train"),
     (["--p-uncond", "0.3"], "--p-uncond is an option of --method ddpt-cond or ddpt-mcl-cond, which this run does not train"),
     (["--method", "ddpt-mcl", "--chain", "60", "--resume"], "--chain must be between 1 and T = 50, got 60"),

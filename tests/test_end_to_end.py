@@ -70,7 +70,7 @@ def test_train_sample_resume(cache, tmp_path, capsys, monkeypatch):
                  "Selector: training accuracy"):
         assert name in table
     rows = json.load(open(tmp_path / "run" / "seed1" / "results.json"))["rows"]
-    assert len(rows) == 7 and all(0 <= r["bleu4"] <= 1 and 0 <= r["exec"] <= 1 for r in rows)
+    assert len(rows) == 9 and all(0 <= r["bleu4"] <= 1 and 0 <= r["exec"] <= 1 for r in rows)
     assert "exec against exact match" in table
     assert sum(1 for _ in open(tmp_path / "run" / "seed0" / "generations.jsonl")) == 8
     # over the two seeds: mean ± std of every row, per-seed values, the paired bootstrap of DDPT's top-1
@@ -84,7 +84,8 @@ def test_train_sample_resume(cache, tmp_path, capsys, monkeypatch):
     assert pairs == {(s, b) for s in (0, 1) for b in ("manual prompt", "soft prompt tuning")}
     assert {(t["a"][15:], t["b"]) for t in summary["paired_bootstrap"]} == {  # after "DDPT (DDPM-50) "
         ("top-1", "manual prompt"), ("top-1", "soft prompt tuning"), ("best-of-2, LLM likelihood", "soft prompt tuning"),
-        ("selected", "soft prompt tuning"), ("oracle best-of-2", "soft prompt tuning")}
+        ("selected", "soft prompt tuning"), ("oracle best-of-2", "soft prompt tuning"),
+        ("consensus (MBR, BLEU)", "soft prompt tuning"), ("reviewer, p(instruction | code)", "soft prompt tuning")}
     assert all(t[m]["low"] <= t[m]["diff"] <= t[m]["high"] or t[m]["low"] == t[m]["high"]
                for t in summary["paired_bootstrap"] for m in ("bleu4", "codebleu", "exact_match"))
     assert " ± " in open(tmp_path / "run" / "results.md").read()
@@ -101,7 +102,7 @@ def test_train_sample_resume(cache, tmp_path, capsys, monkeypatch):
     sample.main(["--out", str(tmp_path / "run"), "--data", "humaneval", "--limit", "3", "--k", "2",
                  "--max-new-tokens", "16"])
     results = json.load(open(tmp_path / "run" / "seed0" / "results-humaneval.json"))
-    assert len(results["rows"]) == 7 and all(0 <= r["pass@1"] <= 1 for r in results["rows"])
+    assert len(results["rows"]) == 9 and all(0 <= r["pass@1"] <= 1 for r in results["rows"])
     assert [r["method"][:6] for r in results["pass_at_k"]] == ["manual", "DDPT, "]
     assert all(0 <= r["pass@1"] <= r["pass@2"] <= 1 for r in results["pass_at_k"])
     over = json.load(open(tmp_path / "run" / "results-humaneval.json"))["pass_at_k"]  # mean ± std over seeds 0, 1

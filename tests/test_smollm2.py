@@ -144,3 +144,28 @@ def test_ddpt_cond_starts_at_the_manual_prompt_and_learns_a_prompt_per_instructi
     ctx = module.sample(1, steps=10, generator=g, features=f)[0]
     assert llm.loss(model, ctx, batch).item() < before - 0.05
     assert (ctx[0] - ctx[1]).abs().max() > 1e-4  # one prompt per instruction
+
+
+def test_the_reviewer_prefers_the_code_that_carries_out_the_instruction(smol):
+    """methods/rerank.py: of two draws, one the pair's own code and one another pair's, the reviewer
+    p(instruction | code) picks the own code."""
+    from types import SimpleNamespace
+    from methods import rerank
+    model, tok = smol
+    own, other = [p["code"] for p in PAIRS], [PAIRS[(i + 1) % len(PAIRS)]["code"] for i in range(len(PAIRS))]
+    for gens, want in (([other, own], 1), ([own, other], 0)):
+        draws = SimpleNamespace(model=model, tok=tok, gens=gens, instructions=[p["nl"] for p in PAIRS], batch_size=4)
+        chosen, _ = rerank.reviewer(draws)
+        assert chosen.count(want) >= 3, chosen
+
+
+def test_untrained_lora_leaves_smollm2_as_it_is(smol):
+    from methods.lora import LoRA
+    model, tok = smol
+    C, s = llm.context_from_text(model, tok, llm.CHAT_PROMPT, 10)
+    batch = data.collate(data.encode(PAIRS, tok)[0], tok)
+    lora = LoRA(C, s)
+    with lora.adapt(model):
+        adapted = llm.token_losses(model, lora.training_contexts(4), batch)[0]
+    assert len(lora.shapes) == 2 * model.config.num_hidden_layers  # q_proj and v_proj of every layer
+    assert torch.equal(adapted, llm.token_losses(model, C, batch)[0])

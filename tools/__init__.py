@@ -9,6 +9,7 @@
     regen.py         re-runs the demo block under 1, 2 and 4 threads, every cell against its stated band
     figures.py       draws docs/figures/ from a run folder: python -m tools.figures out/tiny-demo-mcl
     headline.py      the README's headline table from a run folder's results.json
+    sweep.py         a learning-rate sweep of any train.py setting: python -m tools.sweep --rates ddpt=1e-5,3e-5 -- ...
 
 May import anything; only train.py imports it (distributed.py).
 """
