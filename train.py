@@ -200,20 +200,21 @@ def trim_log(out):
 
 def rates(values, methods):
     """--lr's values -> {method: rate}: one RATE for every method trained, or METHOD=RATE pairs."""
-    if len(values) == 1 and "=" not in values[0]:
-        values = [f"{m}={values[0]}" for m in methods]
     out = {}
     for value in values:
         method, _, rate = value.rpartition("=")
         try:
-            out[method] = float(rate)
+            rate = float(rate)
         except ValueError:
             sys.exit(f"--lr {value}: expected a rate (3e-4) or METHOD=RATE (lora=3e-4)")
+        if not rate > 0:
+            sys.exit(f"--lr must be positive, got {rate}")
+        if len(values) == 1 and not method:  # one rate for every method
+            return dict.fromkeys(methods, rate)
         if method not in methods:
             sys.exit(f"--lr {value}: {method or 'a rate without METHOD='} is not trained in this run "
                      f"(--method {' '.join(methods)}): give one rate, or METHOD=RATE for a trained method")
-        if not out[method] > 0:
-            sys.exit(f"--lr must be positive, got {out[method]}")
+        out[method] = rate
     return out
 
 

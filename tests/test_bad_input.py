@@ -201,3 +201,12 @@ def test_degenerate_metric_input_follows_the_package():
         assert metrics.evaluate(hyp, ref)["codebleu"] == pytest.approx(calc_codebleu(ref, hyp, lang="python")["codebleu"])
     assert metrics.evaluate(["x = 1"], [""])["codebleu"] == 0.25
     assert metrics.evaluate([""], ["x = 1"])["codebleu"] == 0.0
+
+
+def test_lr_takes_one_rate_or_a_rate_per_method():
+    import train
+    both = ["ddpt", "prompt-tuning"]
+    assert train.rates([], both) == {}  # each method's own default
+    assert train.rates(["0.1"], both) == {"ddpt": 0.1, "prompt-tuning": 0.1}
+    assert train.rates(["ddpt=1e-4", "prompt-tuning=0.1"], both) == {"ddpt": 1e-4, "prompt-tuning": 0.1}
+    assert train.rates(["ddpt=1e-4"], both) == {"ddpt": 1e-4}
