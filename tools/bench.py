@@ -253,25 +253,19 @@ def bench_llm(data_dir="conala"):
 
 def bench_lr(steps=300, seeds=(0, 1, 2)):
     """The sweep behind each method's default rate (its class's `lr`): held-out token loss on the demo's
-    validation split after `steps` steps of batch 16, mean ± std over training seeds."""
+    validation split after `steps` steps of batch 16, mean ± std over training seeds (tools/sweep.py's run)."""
     import statistics
-    import subprocess
-    import sys
     import tempfile
+    from tools import sweep
     rates = {"ddpt": (1e-5, 3e-5, 1e-4, 3e-4), "prompt-tuning": (3e-3, 3e-2, 1e-1)}
     print(f"| method | lr | held-out token loss after {steps} steps, mean ± std over seeds {' '.join(map(str, seeds))} |")
     print("| --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for method, lrs in rates.items():
             for lr in lrs:
-                out = os.path.join(tmp, f"{method}-{lr}")
-                subprocess.run([sys.executable, "train.py", "--method", method, "--lr", str(lr), "--steps", str(steps),
-                                "--eval-every", str(steps), "--seed", *map(str, seeds), "--out", out], capture_output=True, check=True)
-                last = [[json.loads(line) for line in open(os.path.join(out, f"seed{s}", "log.jsonl"))][-1] for s in seeds]
-                losses = [row["valid_token_loss"] for row in last]
+                losses, manual, _ = sweep.run(method, lr, seeds, ["--steps", str(steps), "--eval-every", str(steps)], tmp)
                 print(f"| {method} | {lr:g} | {statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f} |")
-        print(f"| manual prompt | — | {last[0]['valid_token_loss_manual']:.4f} |")
-
+        print(f"| manual prompt | — | {manual:.4f} |")
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
