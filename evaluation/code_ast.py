@@ -6,6 +6,10 @@ does not parse is first repaired as tree-sitter's error recovery would read it (
 metrics.codebleu adds the n-gram halves.
 """
 import ast
+import functools
+import io
+import re
+import tokenize
 from collections import Counter
 
 from evaluation.code_repair import MISSING, parse
@@ -14,17 +18,21 @@ from evaluation.code_repair import MISSING, parse
 SKIP = (ast.operator, ast.cmpop, ast.boolop, ast.unaryop, ast.expr_context)  # anonymous in tree-sitter
 
 
-def _docstring(s):
-    return isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
+# a string literal's prefix and body, and the escape sequences tree-sitter-python names in a body
+LITERAL = re.compile(r"""([A-Za-z]*)(?:'{3}([\s\S]*?)'{3}|"{3}([\s\S]*?)"{3}"""
+                     r"""|'((?:\\[\s\S]|[^'\\\n])*)'|"((?:\\[\s\S]|[^"\\\n])*)")""")
+ESCAPE = re.compile(r"""\\(?:u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|x[0-9a-fA-F]{2}|\d{1,3}|\r?\n|['"abfrntv\\]|N\{[^}]+\})""")
+BYTES_ESCAPE = re.compile(r"""\\(?:x[0-9a-fA-F]{2}|\d{1,3}|\r?\n|['"abfrntv\\])""")
 
 
 def subtrees(tree):
     """The shape of every node with children, as tree-sitter-python draws them: strings have
     start/content/end children, calls an argument_list, assignments sit in an expression
     statement, comprehensions have for-in and if clauses, dicts pairs, bodies blocks; operators
-    are unnamed. Only structure is compared, never names or values. Docstrings are dropped, as the
-    package drops them."""
-    shapes = []
+    are unnamed. Only structure is compared, never names or values. (Docstrings are gone from the
+    text before: `package_text`.)"""
+    shapes, source = [], getattr(tree, "source", None)
+    lines = source and [line.encode() for line in source.split("\n")]  # ast's offsets count UTF-8 bytes
 
     def node(label, kids, broken=False):
         kids = [k for k in kids if k is not None]
@@ -32,6 +40,28 @@ def subtrees(tree):
             return label
         shapes.append(f"({label}{'!' if broken else ''} {' '.join(kids)})")
         return shapes[-1]
+
+    def string(n):
+        """tree-sitter's string: start, content (with an escape_sequence child per escape), end;
+        literals written side by side are a concatenated_string of such strings. A backslash that
+        starts no escape is an unnamed child: the content is then a subtree that prints as a leaf."""
+        text = None
+        if lines and n.end_lineno <= len(lines):  # its own text (ast.get_source_segment, lines split once)
+            text = b"\n".join(lines[n.lineno - 1:n.end_lineno])
+            end = len(text) - len(lines[n.end_lineno - 1]) + n.end_col_offset
+            text = text[n.col_offset:end].decode(errors="replace")
+        if not text:
+            return node("string", ["start", "content" if n.value else None, "end"])
+        kids = []
+        for m in LITERAL.finditer(text):
+            prefix, body = m[1].lower(), next(g for g in m.groups()[1:] if g is not None)
+            escapes = 0 if "r" in prefix else len((BYTES_ESCAPE if "b" in prefix else ESCAPE).findall(body))
+            if "r" not in prefix and "\\" in body and not escapes:  # stray backslashes only: a subtree
+                shapes.append("(content)")  # of its own (unnamed children), a leaf in its parent's shape
+            kids.append(node("string", ["start", node("content", ["escape"] * escapes) if body else None, "end"]))
+        if not kids:
+            return node("string", ["start", "content" if n.value else None, "end"])
+        return kids[0] if len(kids) == 1 else node("concatenated_string", kids)
 
     def shape(n):
         out = _shape(n)
@@ -42,7 +72,7 @@ def subtrees(tree):
     def _shape(n):
         if isinstance(n, ast.Constant):
             if isinstance(n.value, (str, bytes)):
-                return node("string", ["start", "content" if n.value else None, "end"])
+                return string(n)
             return f"Constant:{type(n.value).__name__}"
         if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             kids = [shape(t) for t in getattr(n, "targets", [getattr(n, "target", None)])]
@@ -79,14 +109,14 @@ def subtrees(tree):
         kids = ["Name"] if isinstance(getattr(n, "name", None), str) and not isinstance(n, ast.alias) else []
         for field, value in ast.iter_fields(n):
             if field in ("body", "orelse", "finalbody", "handlers") and isinstance(value, list):
-                kids.append(node("block", [shape(s) for s in value if not _docstring(s)]) if value else None)
+                kids.append(node("block", [shape(s) for s in value]) if value else None)
             elif isinstance(value, ast.AST) and not isinstance(value, SKIP):
                 kids.append(shape(value))
             elif isinstance(value, list):
                 kids += [shape(v) for v in value if isinstance(v, ast.AST) and not isinstance(v, SKIP)]
         return node(type(n).__name__, kids)
 
-    if not node("module", [shape(s) for s in tree.body if not _docstring(s)], getattr(tree, "broken", False)).startswith("("):
+    if not node("module", [shape(s) for s in tree.body], getattr(tree, "broken", False)).startswith("("):
         shapes.append("(module)")  # the root counts even without children, as in the package
     return shapes
 
@@ -149,8 +179,33 @@ def dataflow(tree):
                 states[name] = [pos]
         return states
 
-    def visit(n, states):
-        states = dict(states)
+    def read(pos, name, ident, states):
+        """One token: a use of a live name, or a first occurrence (a name's registers it)."""
+        if name in states:
+            emit(pos, name, "comesFrom", [name], states[name])
+        else:
+            if ident:  # literals never register
+                states[name] = [pos]
+            emit(pos, name, "comesFrom", [], [])
+
+    def tokens(n, states):
+        """The node's own tokens and its children, in source order."""
+        items = [(pos, (name, ident)) for pos, name, ident in _own(n) + getattr(n, "stray", [])]
+        items += [(_start(c), c) for c in ast.iter_child_nodes(n) if not isinstance(c, SKIP)]  # no tokens
+        for pos, item in sorted(items, key=lambda x: x[0]):
+            if isinstance(item, ast.AST):
+                states = visit(item, states)
+            else:
+                read(pos, *item, states)
+        return states
+
+    def visit(n, states):  # updates `states` (name -> positions of its live definitions) in place
+        if isinstance(n, (ast.Name, ast.Constant)):  # a single token (most nodes): no sorting needed
+            for token in _own(n):
+                read(*token, states)
+            return states
+        if getattr(n, "unclosed", False) and not isinstance(n, ast.Module):
+            return tokens(n, states)  # tree-sitter's ERROR node: a plain run of tokens, no assignment
         if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             for t in getattr(n, "targets", [getattr(n, "target", None)]) if n.value else []:
                 states = assign(t, n.value, states)
@@ -162,7 +217,7 @@ def dataflow(tree):
         elif isinstance(n, ast.If):
             states, merged = visit(n.test, states), {}
             for body in (n.body, n.orelse):
-                branch = states
+                branch = dict(states)
                 for s in body:
                     branch = visit(s, branch)
                 for k, v in branch.items():
@@ -174,18 +229,8 @@ def dataflow(tree):
             rest = [n.key, n.value] if isinstance(n, ast.DictComp) else [n.elt]
             for child in rest + [c for g in n.generators for c in g.ifs]:
                 states = visit(child, states)
-        else:  # the node's own tokens and its children, in source order
-            items = [(pos, (name, ident)) for pos, name, ident in _own(n) + getattr(n, "stray", [])]
-            items += [(_start(c), c) for c in ast.iter_child_nodes(n)]
-            for pos, item in sorted(items, key=lambda x: x[0]):
-                if isinstance(item, ast.AST):
-                    states = visit(item, states)
-                elif item[0] in states:
-                    emit(pos, item[0], "comesFrom", [item[0]], states[item[0]])
-                else:
-                    if item[1]:  # a name's first occurrence registers it; literals never do
-                        states[item[0]] = [pos]
-                    emit(pos, item[0], "comesFrom", [], [])
+        else:
+            states = tokens(n, states)
         return states
 
     visit(tree, {})
@@ -200,17 +245,54 @@ def dataflow(tree):
     return out
 
 
+# ---- both halves: the text the package reads, parsed once -------------------------------------
+# what makes the package's rewrite differ from the code: a comment, a string at a line's start, a
+# continued line, a blank line, a tab or another control character between tokens
+REWRITTEN = re.compile(r"""#|\\\n|[\t\r\f\v]|^[ ]*[A-Za-z]{0,2}['"]|^[ ]*$""", re.M)
+
+
+def package_text(code):
+    """The text the package's structural halves read: its docstring rule drops every string token
+    that begins a logical line or sits at column 0 (docstrings, but also the string of
+    `'-'.join(x)` at a line's start), and comments and blank lines go; code that Python's
+    tokenizer rejects (cut off inside brackets or a string) stays as it is."""
+    if not REWRITTEN.search(code):
+        return code  # the package's rewrite would give it back as it is
+    out, prev, last_line, last_col = [], tokenize.INDENT, -1, 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            (line, col), (end_line, end_col) = tok.start, tok.end
+            last_col = 0 if line > last_line else last_col
+            out.append(" " * max(0, col - last_col))
+            if not (tok.type == tokenize.COMMENT or tok.type == tokenize.STRING
+                    and (prev in (tokenize.INDENT, tokenize.NEWLINE) or col == 0)):
+                out.append(tok.string)
+            prev, last_line, last_col = tok.type, end_line, end_col
+    except (tokenize.TokenError, SyntaxError):
+        return code
+    return "\n".join(line for line in "".join(out).split("\n") if line.strip())
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def structure(code):
+    """(subtrees, their set, data-flow edges as a Counter) of one text as the package reads it,
+    parsed once: a reference scored against every table row and every bootstrap resample is read
+    once. Not to be mutated."""
+    tree = parse(package_text(code))
+    trees, flow = (subtrees(tree), Counter(dataflow(tree))) if tree else ([], Counter())
+    return tuple(trees), frozenset(trees), flow
+
+
 def structure_counts(hyp, ref):
     """One pair's (syntax hits, syntax total, data-flow hits, data-flow total): the reference's
     subtrees and data-flow edges, and how many of them the hypothesis has."""
     try:
-        rt, ht = parse(ref), parse(hyp)
-        ref_trees, ref_flow = (subtrees(rt), dataflow(rt)) if rt else ([], [])
-        hyp_trees, hyp_flow = (set(subtrees(ht)), Counter(dataflow(ht))) if ht else (set(), Counter())
+        ref_trees, _, ref_flow = structure(ref)
+        _, hyp_trees, hyp_flow = structure(hyp)
     except RecursionError:  # nested deeper than Python's stack: nothing to compare
         return 0, 0, 0, 0
-    return (sum(t in hyp_trees for t in ref_trees), len(ref_trees), sum((Counter(ref_flow) & hyp_flow).values()),
-            len(ref_flow))
+    return (sum(t in hyp_trees for t in ref_trees), len(ref_trees), sum((ref_flow & hyp_flow).values()),
+            sum(ref_flow.values()))
 
 
 def structure_match(hyps, refs):
