@@ -136,8 +136,7 @@ def bench_codebleu(root, per_kind=1000, repeat=3):
         metrics.codebleu(hyps, refs)
     mine = timed(ours, repeat)
     package = timed(lambda: calc_codebleu([[r] for r in refs], hyps, "python"), repeat)
-    print(f"\ncorpus CodeBLEU (all four parts) of all {len(hyps)} pairs ({len(set(hyps))} distinct hypotheses, "
-          f"{len(set(refs))} distinct references), seconds, best of {repeat}")
-    print("| ours | package | ratio |")
-    print("| --- | --- | --- |")
-    print(f"| {mine:.2f} | {package:.2f} | {mine / package:.2f} |")
+    print("\n| corpus CodeBLEU, all four parts, seconds (best of {repeat}) | ours | package | ratio |".format(repeat=repeat))
+    print("| --- | --- | --- | --- |")
+    print(f"| all {len(hyps)} pairs ({len(set(hyps))} distinct hypotheses, {len(set(refs))} distinct references) "
+          f"| {mine:.2f} | {package:.2f} | {mine / package:.2f} |")
