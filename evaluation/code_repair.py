@@ -105,6 +105,7 @@ def _fragments(code, reach=40):
     starts = [a for a, _ in spans]
     body, skipped, i = [], [], 0
     while i < len(spans):
+        # the longest run first; a token no statement begins with starts none (skipped at once)
         j = min(len(spans), i + reach) - 1 if _starts(code[slice(*spans[i])]) else i - 1
         while j >= i:
             text = code[spans[i][0]:spans[j][1]]

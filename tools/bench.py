@@ -236,6 +236,7 @@ def bench_lr(steps=300, seeds=(0, 1, 2)):
                 print(f"| {method} | {lr:g} | {statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f} |")
         print(f"| manual prompt | — | {manual:.4f} |")
 
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="*", default=["sampling", "metrics", "train"], help="which benchmarks")

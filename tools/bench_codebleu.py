@@ -19,6 +19,8 @@ import random
 import re
 import warnings
 
+from evaluation.code_repair import parses
+
 KINDS = ("drop", "rename", "truncate", "shuffle", "mixed")
 PIECES = re.compile(r"\w+|[^\w\s]|\s+")
 
@@ -70,7 +72,6 @@ def references(root):
     is Python (parses) and not empty}, from the public copies under `root` (../shared/data)."""
     conala = [p["snippet"] for f in ("conala-train.json", "conala-test.json")
               for p in json.load(open(os.path.join(root, "conala", f)))]
-    from evaluation.code_repair import parses
     alpaca = [r["output"] for r in json.load(open(os.path.join(root, "codealpaca", "code_alpaca_2k.json")))
               if r["output"].strip() and parses(r["output"])]  # the rest is another language or prose
     return {"CoNaLa": list(dict.fromkeys(conala)), "CodeAlpaca": list(dict.fromkeys(alpaca))}
