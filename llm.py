@@ -7,8 +7,8 @@ With a chat template (instruct models), both sit inside the user turn and the co
 assistant's turn: [prefix ; context ; instruction ; suffix ; code ; eot] (`data.chat_parts`).
 Gradients flow to the context only. Also: loading by short name, hub id or local folder
 (SmolLM2-135M-Instruct from its PyPI wheel's GGUF file); the manual context C = E[c] and the
-embedding scale s; greedy generation and the one code-extraction rule; per-pair losses; the
-instruction's frozen features; nearest tokens. The models themselves: models/ (CodeT5+ 2B and up,
+embedding scale s; greedy generation and the one code-extraction rule; the instruction's frozen
+features; nearest tokens. The models themselves: models/ (CodeT5+ 2B and up,
 the GGUF wheel, the offline `tiny` T5 this project pre-trains itself).
 """
 import os
@@ -26,14 +26,16 @@ SHORT = {n: f"Salesforce/{n}" for n in ("codet5p-220m", "codet5p-770m")}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def load(name="tiny", *, dtype="fp32", device="cpu", data_name="demo", device_map=None, data_dir=None, max_memory=None):
+def load(name="tiny", *, dtype="fp32", device="cpu", data_name=None, device_map=None, data_dir=None, max_memory=None):
     """(model, tokenizer), frozen: eval mode, no parameter requires grad. max_memory (with
-    device_map="auto"): the devices to shard over and their budgets, accelerate's format."""
+    device_map="auto"): the devices to shard over and their budgets, accelerate's format. data_name:
+    the corpus the `tiny` model is pre-trained on (default: its own, models/tiny.py's CORPUS)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     if dtype not in DTYPES:
         raise ValueError(f"unknown --dtype {dtype!r}: use fp32, bf16 or fp16")
     path = SHORT.get(name, name)
     if name == "tiny":  # pre-trained here on first use, then cached
+        data_name = data_name or tiny.CORPUS
         path = tiny.path(data_name)
         if not os.path.exists(os.path.join(path, "config.json")):
             tiny.pretrain(path, data_name, data_dir=data_dir)
@@ -66,11 +68,10 @@ def load(name="tiny", *, dtype="fp32", device="cpu", data_name="demo", device_ma
 
 
 def default_prompt(data_name, tok):
-    """The manual prompt when --prompt is not given: vague on the demo, the paper's on real data, and
-    for chat models one that asks for the code only (they answer in prose otherwise)."""
-    if data_name == "demo":
-        return "Write code:"
-    return CHAT_PROMPT if data.chat_parts(tok) else PAPER_PROMPT
+    """The manual prompt when --prompt is not given: the data set's own if it declares one (the demo's
+    vague "Write code:"), else the paper's, and for chat models one that asks for the code only (they
+    answer in prose otherwise)."""
+    return data.get(data_name).prompt or (CHAT_PROMPT if data.chat_parts(tok) else PAPER_PROMPT)
 
 
 def embeddings(model):
@@ -190,14 +191,6 @@ def extract_code(text):
     (```python ... ```, or up to the end if the fence is never closed), else the whole text."""
     m = FENCE.search(text)
     return (m.group(1) if m else text).strip()
-
-
-@torch.no_grad()
-@torch.inference_mode()
-def pair_losses(model, tok, ctx, examples, batch_size=32):
-    """Each pair's mean token loss of its code under the context ctx (one, or one per pair), as a list."""
-    return [loss for b, c in data.batches_with(examples, ctx, batch_size, tok)
-            for loss in example_losses(model, c, b).tolist()]
 
 
 @torch.inference_mode()

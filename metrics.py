@@ -1,7 +1,7 @@
 """Code-generation metrics, written from scratch: BLEU-4, ChrF, Rouge-L, simplified CodeBLEU,
 exact match, pass@k; METEOR through nltk. `hyps` and `refs` are lists of strings, one reference per
 hypothesis; every score is in [0, 1]. No model code here. What each equals (sacrebleu, nltk,
-rouge_score, the codebleu package) is in the README's Metrics section and tests/test_metrics.py.
+rouge_score, the codebleu package) is in docs/evaluation.md and tests/test_metrics.py.
 """
 import glob
 import math

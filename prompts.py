@@ -15,7 +15,7 @@ train.py and sample.py see a method only through these members:
     options                             {name: Option}: its own command-line options. when="train": a
                                         constructor keyword, saved in the checkpoint; when="sample": a
                                         keyword of sample() and label(). Inherited; None removes one.
-    Method.from_args(C, s, args)        a new module from train.py's options (its "train" options)
+    Method.from_config(C, s, cfg)       a new module from train.py's config (its "train" options' values)
     module.training_contexts(B, g, score)
                                         contexts (B, n, d) or (n, d) for one training step, with gradients;
                                         score(contexts (B, n, d)) -> the batch's B per-pair losses, no
@@ -37,13 +37,12 @@ PICKS holds the ways of choosing one of a stochastic method's k draws per test p
 """
 import argparse
 import contextlib
-import importlib
-import os
-import pkgutil
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+import data
 
 
 def spread(x0):
@@ -100,22 +99,32 @@ class Option:
     def name_on_command_line(self, name):
         return self.flag or "--" + name.replace("_", "-")
 
+    def same_as(self, other):
+        """None if `other` reads and defaults as this one on the command line, else what differs."""
+        return next((field for field in ("default", "type", "when", "choices", "flag")
+                     if getattr(self, field) != getattr(other, field)), None)
+
 
 METHODS = {}  # kind -> class, in the order registered
 PICKS = {}  # name -> pick(draws) -> (the draw chosen for each test pair, a report dict or None)
 
 
 def register(cls):
-    """Class decorator: makes a method known to train.py and sample.py by its kind."""
+    """Class decorator: makes a method known to train.py and sample.py by its kind. Option names are
+    shared by every method on the command line, so a name declared again must mean the same option."""
+    for name, opt in cls.declared().items():
+        for kind, other in METHODS.items():
+            theirs = other.declared().get(name)
+            if kind != cls.kind and theirs is not None and theirs.same_as(opt) is not None:
+                raise TypeError(f"{cls.__name__} declares option {name!r} with another {theirs.same_as(opt)} "
+                                f"than {kind!r} does: rename it (e.g. {cls.kind.replace('-', '_')}_{name})")
     METHODS[cls.kind] = cls
     return cls
 
 
 def discover():
     """Imports every module of the methods/ folder once; each registers what it defines."""
-    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "methods")
-    for module in pkgutil.iter_modules([folder]):
-        importlib.import_module(f"methods.{module.name}")
+    data.discover("methods")
 
 
 def options(when):
@@ -150,6 +159,11 @@ class PromptMethod(nn.Module):
     stochastic = False  # True: k draws differ, and sample.py adds best-of-k and oracle rows
     conditional = False  # True: its prompts depend on the instruction's features (cond.py)
 
+    def __new__(cls, *args, **options):
+        module = super().__new__(cls)
+        module.given = options  # the constructor's keywords, as given: `config` records them
+        return module
+
     def __init__(self, C, s):
         super().__init__()
         self.register_buffer("C", C.detach().float().clone())  # the manual context (n, d)
@@ -169,12 +183,16 @@ class PromptMethod(nn.Module):
         return {name: opt for name, opt in out.items() if when in (None, opt.when)}
 
     @classmethod
-    def from_args(cls, C, s, args):
-        return cls(C, s, **{name: getattr(args, name) for name in cls.declared("train")})
+    def from_config(cls, C, s, cfg):
+        return cls(C, s, **{name: cfg[name] for name in cls.declared("train")})
 
     def config(self):
-        """The constructor's arguments but C (its shape instead): saved in every checkpoint."""
-        return {"n": self.n, "d": self.d, "s": self.s}
+        """The constructor's arguments but C (its shape instead): saved in every checkpoint, and what
+        `from_checkpoint` rebuilds the module with. Every declared "train" option is recorded (its
+        value as given to the constructor, else its default); a subclass adds anything else it needs."""
+        given = {name: value for name, value in self.given.items() if name != "s"}
+        return {"n": self.n, "d": self.d, "s": self.s} | {name: opt.default for name, opt in
+                                                          self.declared("train").items()} | given
 
     def prompt(self, x0):
         """context = C + s * x0, for a batch of flat directions x0 (B, n*d) -> (B, n, d)."""

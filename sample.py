@@ -2,7 +2,7 @@
 
     python sample.py                          # the run train.py made with no arguments
     python sample.py --out out/X --sample-steps 50            # DDIM-50 instead of DDPM over all T
-    python sample.py --out out/X --data humaneval --max-new-tokens 300   # pass@1, pass@k in the sandbox
+    python sample.py --out out/X --data humaneval --max-new-tokens 300   # pass@1, pass@k in the sandbox (tasks/)
     python sample.py --out out/X --guidance 1             # ddpt-cond: guided draws, into results-w1.md
 
 For each training seed (seed<S> folder), one table on the same test pairs: no context, the manual
@@ -35,8 +35,10 @@ from prompts import METHODS, PICKS, count, spread
 
 
 def parse(argv=None):
-    """The options: sampling's own here, each method's from its class (prompts.Option, when="sample")."""
+    """The options: sampling's own here, each method's from its class (prompts.Option, when="sample"),
+    the evaluation sets from the data registry (data.register)."""
     prompts.discover()
+    tests = [name for name in data.names("test") if data.get(name).test_only]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 usage="python sample.py [options]  (--help lists them)")
     a = p.add_argument
@@ -47,10 +49,10 @@ def parse(argv=None):
     a("--batch-size", type=count, default=32, help="test pairs per generation batch")
     a("--limit", type=count, default=None, help="score only the first N test pairs")
     a("--select-pairs", type=count, default=500, help="training pairs a learned pick among k draws is fitted on")
-    a("--data", default=None, choices=["humaneval"], help="test on HumanEval instead of the run's own test split")
-    a("--temperature", type=float, default=0.8, help="HumanEval: the manual prompt's k samples, with --top-p")
-    a("--top-p", type=float, default=0.95, help="HumanEval: nucleus of the manual prompt's k samples")
-    a("--timeout", type=float, default=10.0, help="HumanEval: seconds per program in the sandbox")
+    a("--data", default=None, choices=tests, help="test on an evaluation set instead of the run's own test split")
+    a("--temperature", type=float, default=0.8, help="humaneval: the manual prompt's k samples, with --top-p")
+    a("--top-p", type=float, default=0.95, help="humaneval: nucleus of the manual prompt's k samples")
+    a("--timeout", type=float, default=10.0, help="seconds per program in the sandbox (a data set that runs its code)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
     prompts.add_options(p.add_argument_group("options of the methods (each names its --method)"), "sample")
     return p.parse_args(argv)
@@ -61,6 +63,7 @@ class Setup:
     """What every seed is scored with: the run's record, the test pairs and the LLM."""
     args: argparse.Namespace
     cfg: dict
+    tested: data.Dataset  # the data set whose test pairs are scored: the run's own, or --data's
     test: list
     cut: int
     model: object
@@ -106,7 +109,7 @@ def main(argv=None):
         unused = prompts.unused_option(args, "sample", {m for ckpts in runs.values() for m in ckpts})
         if unused:  # an option that would change nothing: say so
             sys.exit(f"{unused[0]} is an option of --method {' or '.join(unused[1])}, and {args.out} has no checkpoint of one")
-        records = {json.dumps({k: v for k, v in c["run"].items() if k != "steps"}, sort_keys=True)
+        records = {json.dumps({k: c["run"][k] for k in checkpoint.RUN}, sort_keys=True)
                    for ckpts in runs.values() for c in ckpts.values()}
         if len(records) > 1:
             sys.exit(f"the checkpoints in {args.out} come from different runs (model, prompt or data differ): "
@@ -133,21 +136,22 @@ def run(args, runs):
     """Every seed's rows on the same test pairs (written to its seed folder), then the table over
     seeds with paired-bootstrap intervals (evaluation/tables.py), written to the run folder."""
     cfg = next(iter(next(iter(runs.values())).values()))["run"]
-    humaneval = args.data == "humaneval"
+    tested = data.get(args.data or cfg["data"])  # the data set whose test split is scored
     splits = data.load(cfg["data"], cfg["data_dir"], cfg["split_seed"])
-    test = (data.humaneval() if humaneval else splits["test"])[:args.limit]
+    test = (tested.load(None, 0) if args.data else splits)["test"][:args.limit]
     model, tok = llm.load(cfg["model"], dtype=cfg["dtype"], device=args.device, data_name=cfg["data"],
                           device_map=cfg["device_map"], data_dir=cfg["data_dir"])
-    examples, cut = data.encode(test, tok, max_nl=1024 if humaneval else 128, max_code=cfg["max_code"])
-    check = execution.humaneval_program if humaneval else execution.demo_program if cfg["data"] == "demo" else None
+    examples, cut = data.encode(test, tok, max_nl=tested.max_nl, max_code=cfg["max_code"])
     train_examples = data.encode(splits["train"][:args.select_pairs], tok, max_code=cfg["max_code"])[0]
-    setup = Setup(args=args, cfg=cfg, test=test, cut=cut, model=model, tok=tok, examples=examples,
-                  train_examples=train_examples, passed=execution.tester(check, test, args.timeout) if check else None)
+    passed = execution.tester(tested.program, test, args.timeout) if tested.program else None
+    setup = Setup(args=args, cfg=cfg, tested=tested, test=test, cut=cut, model=model, tok=tok, examples=examples,
+                  train_examples=train_examples, passed=passed)
     if any(METHODS[name].conditional for ckpts in runs.values() for name in ckpts):  # once for every seed
         setup.features = {"test": llm.instruction_features(model, tok, examples),
                           "train": llm.instruction_features(model, tok, train_examples)}
     generations = lambda name: args.k if METHODS[name].stochastic else 1  # a method's generations per pair
-    per_pair = 2 + sum(sum(map(generations, ckpts)) + (args.k if humaneval else 0) for ckpts in runs.values())
+    # (a data set's report may generate k more per pair: HumanEval's manual samples)
+    per_pair = 2 + sum(sum(map(generations, ckpts)) + (args.k if tested.report else 0) for ckpts in runs.values())
     setup.bar = tqdm(total=len(test) * per_pair, unit="pair", file=sys.stderr, dynamic_ncols=True)
     baselines = [score(setup, "no context", torch.zeros(0, llm.embeddings(model).shape[1]), role="baseline"),
                  score(setup, "manual prompt", llm.text_context(model, tok, cfg["prompt"]), role="baseline")]
@@ -173,18 +177,17 @@ def generate(setup, ctx, *, temperature=None):
 
 
 def make_row(setup, name, gens, *, role, loss, secs, diagnostics=None):
-    """A Row: every metric of its code, its loss, its sampling time, CoNaLa's official score on its
-    test split (metrics.conala_bleu), and exec / pass@1 where its programs run (demo: against the
-    reference's behaviour; HumanEval: against the tests)."""
+    """A Row: every metric of its code, its loss, its sampling time, the data set's own extra metrics
+    (CoNaLa's official score, metrics.conala_bleu), and the share of its programs that pass where the
+    data set runs them (the demo: against the reference's behaviour; HumanEval: its tests)."""
     refs = [p["code"] for p in setup.test]
     doing(setup, f"{setup.where}{name}: scoring")
     scores = {**metrics.evaluate(gens, refs), "pair_loss": loss, "sec_per_prompt": secs,
               **(diagnostics or dict.fromkeys(tables.DIAGNOSTICS))}
-    if setup.cfg["data"] == "conala" and setup.args.data is None:  # CoNaLa's own test split
-        scores["conala_bleu"] = metrics.conala_bleu(gens, refs)
+    scores |= {metric: getattr(metrics, metric)(gens, refs) for metric in setup.tested.metrics}
     if setup.passed:
         doing(setup, f"{setup.where}{name}: running its programs in the sandbox")
-        scores["pass@1" if setup.args.data == "humaneval" else "exec"] = sum(setup.passed(gens)) / len(refs)
+        scores[setup.tested.column] = sum(setup.passed(gens)) / len(refs)
     return Row(name=name, role=role, gens=gens, scores=scores)
 
 
@@ -220,9 +223,9 @@ def score_seed(setup, ckpts, *, seed, baselines):
         res.rows.append(row)
         first = ctx if ctx.dim() == 2 else ctx[0]  # (that of the first test pair)
         res.spread[name] = {"title": module.title, "nearest_tokens": llm.nearest_tokens(setup.model, setup.tok, first, k=3)}
-    if setup.args.data == "humaneval":
-        doing(setup, f"{setup.where}the manual prompt's {setup.args.k} samples, pass@k")
-        res.extra = {"pass_at_k": checks.humaneval_pass_at_k(setup, res, generate)}
+    if setup.tested.report:
+        doing(setup, f"{setup.where}the data set's own report")
+        res.extra = setup.tested.report(setup, res, generate)
     elif setup.passed:
         res.extra = {"exec_vs_exact_match": checks.disagreements(res.rows, setup.test, setup.passed)}
     return res

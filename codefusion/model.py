@@ -137,8 +137,7 @@ class CodeFusion(nn.Module):
         mem, pad = self.encode(src.repeat_interleave(k, 0))
         x_T = torch.randn(mem.shape[0], self.n, self.d, generator=generator).to(src.device)
         den = lambda x, t: self.denoise(x, t, mem, pad)
-        noise = lambda x: torch.randn(x.shape, generator=generator).to(x.device)  # a CPU generator, any device
-        for s, x in self.diffusion.trajectory(den, x_T, steps=steps, noise=noise):
+        for s, x in self.diffusion.trajectory(den, x_T, steps=steps, generator=generator):
             yield s, x, mem, pad
 
     def checkpoint(self):

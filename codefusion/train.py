@@ -22,6 +22,7 @@ from tqdm import tqdm
 import checkpoint
 import data
 import metrics
+from codefusion import data as cf_data
 from codefusion.model import MASK, CodeFusion, cpd_mask, valid_syntax
 from diffusion import steps_arg
 
@@ -65,7 +66,7 @@ def parse(argv=None):
 
 def train_diffusion(args, tok, splits, *, pretrain, cpd, log):
     """CodeFusion (or an ablation): pre-training on code alone (unsupervised generation, and CPD when
-    `cpd`), then fine-tuning on (utterance, code) pairs; the loss is L_t of codefusion.py."""
+    `cpd`), then fine-tuning on (utterance, code) pairs; the loss is L_t of codefusion/model.py."""
     g = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     e, n_den, dec = map(int, args.layers.split(","))
@@ -200,7 +201,7 @@ def scores(cands, refs, *, lang, functions):
 def main(argv=None):
     args = parse(argv)
     os.makedirs(args.out, exist_ok=True)
-    splits = data.load_codefusion(args.lang, args.data_dir, args.seed, args.alpaca_dir)
+    splits = cf_data.load(args.lang, args.data_dir, args.seed, args.alpaca_dir)
     random.Random(args.seed).shuffle(splits["snippets"])
     splits["snippets"] = splits["snippets"][:SNIPPETS]
     test = splits["test"][:args.limit]

@@ -1,6 +1,7 @@
 """Run untrusted generated programs against their tests, each in a sandbox (sandbox.py): generated
-code never runs inside this process. Also the programs that test it: HumanEval's tests
-(`humaneval_program`) and the demo's behavioural check (`demo_program`).
+code never runs inside this process. The programs that test a data set's code are declared with it
+(data.Dataset.program: tasks/humaneval.py runs HumanEval's tests, tasks/demo.py the demo's
+behavioural check).
 
     results = execution.run([Program(code, test), ...], timeout=10)
     # [{"status": "passed" | "failed" | "timeout" | "limit", "error": first line or None, "seconds": ...}]
@@ -29,7 +30,6 @@ this machine gives.
 import ast
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -176,7 +176,7 @@ def isolation():
              "up = [l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]]\n"
              "open('/tmp/ddpt-probe', 'w').write('x')\n"
              "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
-             "result = (str(os.getuid()), ','.join(up), str(os.path.exists('/tmp/program.py')), str(len(pids)))\n")
+             "result = (str(os.getuid()), ','.join(up), str(os.path.exists('program.py')), str(len(pids)))\n")
     r = run_one(Program("", probe), timeout=30)
     uid, devices, private_tmp, pids = ast.literal_eval(r["preview"]) if r["status"] == "passed" else ("?",) * 4  
     group = sandbox.Cgroup.create("probe", memory_mb=64, processes=4) if os.geteuid() == 0 else None
@@ -185,54 +185,6 @@ def isolation():
     return {"backend": sandbox.backend(), "own_user": uid != str(os.getuid()), "network": devices not in ("", "lo"),
             "private_tmp": private_tmp == "True" and not os.path.exists("/tmp/ddpt-probe"),
             "private_pids": pids.isdigit() and int(pids) <= 3, "memory": "cgroup" if group else "per process"}
-
-
-# ---- programs that test generated code ---------------------------------------------------------
-def humaneval_program(problem, code):
-    """The program that tests one completion. Code that defines the function comes after the
-    prompt closed by `pass` (so the prompt's imports and helpers stay, and the new definition
-    replaces the stub); code that does not is the function's body, after the prompt. Then the
-    tests and check(entry_point)."""
-    if re.search(rf"^\s*def {re.escape(problem['entry_point'])}\s*\(", code, re.MULTILINE):
-        body = problem["nl"].rstrip() + "\n    pass\n\n\n" + code
-    else:
-        lines = code.splitlines() or ["pass"]
-        if not lines[0].startswith((" ", "\t")):  # generate() strips the first line's indentation
-            lines[0] = "    " + lines[0]
-        body = problem["nl"] + "\n".join(lines)
-    return Program(f"{body}\n", f"{problem['test']}\n\ncheck({problem['entry_point']})\n")
-
-
-DEMO_DATA = {  # what the demo's named variable holds when its code runs: words to find and replace, or numbers
-    "words": ["red cat", "blue dog", "red cat", "tea", "sun map", "blue fox", "ink", "owl key", "box", "red fox",
-              "cat tea", "dog", "map ink", "sun", "tea", "key box", "owl", "fox red", "blue", "cat", "ink dog", "map"],
-    "numbers": [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4, 6, 2],
-}
-OBSERVE = """import ast, contextlib, io
-
-
-def observe(code, name, data):
-    # what code shows with `name` bound to data: its printed output, else the value of a final
-    # expression; and `name` afterwards
-    tree, ns, out, last = ast.parse(code), {name: list(data)}, io.StringIO(), None
-    final = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-    with contextlib.redirect_stdout(out):
-        exec(compile(tree, "<code>", "exec"), ns)
-        if final is not None:
-            last = eval(compile(ast.Expression(final.value), "<code>", "eval"), ns)
-    shown = out.getvalue().strip() or ("" if last is None else repr(last))
-    return shown, repr(ns.get(name, "<deleted>"))
-"""
-
-
-def demo_program(pair, code, expect=True):
-    """The demo's behavioural check: the candidate runs, inside the tests (`observe`), with the
-    pair's named variable bound to DEMO_DATA[pair["fixture"]], and must show what the reference
-    shows in a run of its own and leave the variable the same (order included: `sorted(x)` does
-    not sort x). The reference's observation never enters the candidate's process."""
-    name, data = pair["combo"][1], DEMO_DATA[pair["fixture"]]
-    program = Program("", f"{OBSERVE}\n\nresult = observe({code!r}, {name!r}, {data!r})\n")
-    return program._replace(expect=demo_program(pair, pair["code"], expect=False)) if expect else program
 
 
 def tester(check, test, timeout):

@@ -8,10 +8,12 @@ bounds the program as a whole, and sandbox user ids reserved across processes.
 The sandbox (bubblewrap, `apt-get install bubblewrap`) gives the program new user (when not
 root), PID, IPC, network, UTS and mount namespaces: it sees only its own processes, no System V
 IPC of anyone else (and none of its own survives it), no network (a loopback only), the machine's
-files read-only, and as the only writable places a size-limited tmpfs as its working directory
-(/tmp, WORK_MB) with the homes, /run, /var/tmp and /dev/shm empty and read-only. The interpreter
+files read-only, and as the only writable place a size-limited tmpfs on /tmp (WORK_MB) whose folder
+WORK is its working directory, HOME and TMPDIR, holding its own files alone, with the homes, /run,
+/var/tmp and /dev/shm empty and read-only. The interpreter
 running the harness and every folder on its sys.path are bound back in, wherever they live, so
-the program runs under the same Python with the same packages. bwrap starts the program in a
+the program runs under the same Python with the same packages (an interpreter under /tmp shows up
+in /tmp, never in WORK). bwrap starts the program in a
 session of its own and kills it when bwrap's parent dies; when the program's first process
 ends, the PID namespace ends and the kernel kills every process left in it.
 
@@ -36,7 +38,8 @@ import time
 UID_BASE = 61000  # sandbox user ids UID_BASE + slot: unused by any account on a normal system
 SLOTS = 256
 SLOT_DIR = "/run/ddpt-sandbox"  # root only; lock files that reserve user ids across processes
-WORK_MB = 64  # the program's working directory, a tmpfs: everything it may write
+WORK_MB = 64  # the tmpfs on /tmp: everything the program may write
+WORK = "/tmp/ddpt-program"  # its working directory inside that tmpfs, beside any interpreter folder bound under /tmp
 NO_CGROUP_PROCESSES = 4
 HIDDEN = ("/tmp", "/var/tmp", "/run", "/dev/shm", "/root", "/home")  # read-only and empty inside
 
@@ -214,7 +217,8 @@ def launch(command, group, work_mb=WORK_MB):
     for d in HIDDEN:
         if os.path.isdir(d) and d != "/tmp":
             argv += ["--remount-ro", d]
-    argv += ["--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--"] + list(command)
+    argv += ["--perms", "1777", "--dir", WORK, "--chdir", WORK, "--setenv", "HOME", WORK, "--setenv", "TMPDIR", WORK,
+             "--"] + list(command)
     if group:  # a shell joins the cgroup, then becomes bwrap: the sandbox is born inside it
         join = 'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; shift; exec "$@"'
         argv = ["/bin/sh", "-c", join, "sh", *group.files["procs"], "--", *argv]

@@ -14,8 +14,10 @@ fixed seed), per seed:
 
 A difference is marked significant (*) where its interval excludes zero. Over several seeds each
 comparison is also summarised in one row (seed_summary): the mean of the per-seed differences with a
-95% bootstrap interval over the seeds, and in how many seeds the difference is significantly above
-(↑) or below (↓) zero. With more than three seeds, or more than 60 comparisons, the per-seed rows
+95% t-interval over the seeds (mean ± t sd / sqrt(n), n - 1 degrees of freedom: with 3 seeds
+t = 4.30, so the interval can be, and often is, wider than the seeds' range, which a percentile
+bootstrap over 3 seeds never is), and in how many seeds the difference is significantly above (↑)
+or below (↓) zero. With more than three seeds, or more than 60 comparisons, the per-seed rows
 stay in results.json only, so that the table stays readable.
 """
 import json
@@ -57,6 +59,11 @@ def metric_columns():
     return ["bleu4", "codebleu", "meteor", "chrf", "rouge_l", "exact_match", *metrics.EXTRA]
 
 
+def extra_columns(setup):
+    """The tested data set's own columns (data.Dataset): its extra metrics, then its programs' pass rate."""
+    return [*setup.tested.metrics, setup.tested.column]
+
+
 def mean_std(values):
     """(mean, sample standard deviation) of the numbers among `values`; (None, None) if none; std 0 for one."""
     xs = [v for v in values if v is not None]
@@ -96,7 +103,7 @@ def write_seed(setup, res, folder):
     args, cfg, test, spread, rows = setup.args, setup.cfg, setup.test, res.spread, res.rows
     fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
     cols = [*metric_columns(), "pair_loss", "sec_per_prompt", *DIAGNOSTICS]
-    cols += [c for c in ("conala_bleu", "exec", "pass@1") if c in rows[0].scores]
+    cols += [c for c in extra_columns(setup) if c in rows[0].scores]
     pass_k = res.extra.get("pass_at_k")
     lines = [f"Test pairs: {len(test)} ({args.data or cfg['data']}, model {cfg['model']}; {setup.cut} references "
              f"cut to {cfg['max_code']} tokens for the loss). Manual prompt: {cfg['prompt']!r}.", "",
@@ -152,21 +159,34 @@ def pass_k_summary(per_seed):
     return {m: {c: mean_std([r[c] for r in rows if r["method"] == m]) for c in list(rows[0])[1:]} for m in names}
 
 
-def seed_summary(diffs, resamples=10_000, seed=0):
-    """The mean of the per-seed differences `diffs` and a 95% interval of it from `resamples` bootstrap
-    resamples of the seeds (with replacement; fixed seed): how far the mean would move with other
-    training seeds, the spread a reader on another machine should expect. Returns (mean, low, high)."""
-    import numpy as np
-    x = np.asarray(diffs, dtype=float)
-    means = np.sort(x[np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))].mean(1))
-    return float(x.mean()), float(means[int(0.025 * resamples)]), float(means[int(0.975 * resamples) - 1])
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_975(df):
+    """The 97.5% quantile of Student's t with df degrees of freedom: the table up to 30, above it the
+    Cornish-Fisher expansion around the normal's 1.96 (within 1e-4 there)."""
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def seed_summary(diffs):
+    """The mean of the per-seed differences `diffs` and its 95% t-interval over the seeds, mean ± t sd /
+    sqrt(n): where the mean would lie with other training seeds, treating the seeds as a sample of all
+    of them. Returns (mean, low, high); one seed gives no interval (None, None)."""
+    n, mean = len(diffs), statistics.fmean(diffs)
+    if n < 2:
+        return mean, None, None
+    half = t_975(n - 1) * statistics.stdev(diffs) / n ** 0.5
+    return mean, mean - half, mean + half
 
 
 def write(setup, per_seed):
     args, seeds, first = setup.args, list(per_seed), next(iter(per_seed.values()))
     methods = list(dict.fromkeys(r.name for res in per_seed.values() for r in res.rows))
-    cols = [c for c in [*metric_columns(), "pair_loss", "conala_bleu", "exec", "pass@1", *DIAGNOSTICS]
-            if c in first.rows[0].scores]
+    cols = [c for c in [*metric_columns(), "pair_loss", *extra_columns(setup), *DIAGNOSTICS] if c in first.rows[0].scores]
     by = {s: {r.name: r for r in res.rows} for s, res in per_seed.items()}
     summary = {m: {c: mean_std([by[s][m].scores[c] for s in seeds if m in by[s]]) for c in cols} for m in methods}
     refs = [p["code"] for p in setup.test]
@@ -192,8 +212,8 @@ def write(setup, per_seed):
         lines += ["", "A − B with the paired bootstrap's 95% interval over the test pairs (1,000 resamples) in each "
                   "seed; * = the interval excludes zero."]
         if len(seeds) > 1:
-            lines += ["", f"Over the {len(seeds)} seeds: the mean of A − B with a 95% bootstrap interval over the seeds "
-                      "(10,000 resamples), and in how many seeds the per-seed interval lies above (↑) or below (↓) zero:",
+            lines += ["", f"Over the {len(seeds)} seeds: the mean of A − B with its 95% t-interval over the seeds "
+                      "(mean ± t sd / √n), and in how many seeds the per-seed interval lies above (↑) or below (↓) zero:",
                       "", "| A | B | " + " | ".join(TESTED) + " |", "| --- | --- |" + " --- |" * len(TESTED)]
             lines += [f"| {o['a']} | {o['b']} | " + " | ".join(f"{o[m]['mean']:+.3f} [{o[m]['low']:+.3f}, {o[m]['high']:+.3f}]; "
                                                              f"{o[m]['above']}↑ {o[m]['below']}↓ of {o['seeds']}" for m in TESTED) + " |"

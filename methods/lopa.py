@@ -61,4 +61,4 @@ class LoPA(PromptMethod):
         return self.contexts(features).expand(k, -1, -1, -1).clone()
 
     def config(self):
-        return super().config() | {"lopa_rank": self.rank, "lopa_hidden": self.hidden, "feature_dim": self.feature_dim}
+        return super().config() | {"feature_dim": self.feature_dim}  # (its options are recorded by the base)

@@ -98,5 +98,4 @@ class LoRA(PromptMethod):
         return self.C.expand(k, -1, -1).clone()
 
     def config(self):
-        return super().config() | {"lora_rank": self.rank, "lora_alpha": self.alpha, "lora_targets": self.targets,
-                                   "shapes": self.shapes}
+        return super().config() | {"shapes": self.shapes}  # (its options are recorded by the base)

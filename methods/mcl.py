@@ -41,9 +41,8 @@ class DDPTMCL(DDPT):
         "truncate": Option(None, "back-propagate through the chain's last steps only", type=count),
     }
 
-    def __init__(self, C, s, *, T=2000, schedule="linear", r=512, blocks=2, K=5, chain=10, objective="wta",
-                 relax=0.0, truncate=None):
-        super().__init__(C, s, T=T, schedule=schedule, r=r, blocks=blocks)
+    def __init__(self, C, s, *, T=2000, K=5, chain=10, objective="wta", relax=0.0, truncate=None, **denoiser):
+        super().__init__(C, s, T=T, **denoiser)  # the DDPT's own: schedule, r, blocks
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown --objective {objective!r}: use {' or '.join(OBJECTIVES)}")
         if not 1 <= chain <= T:
@@ -53,19 +52,15 @@ class DDPTMCL(DDPT):
         if truncate is not None and not 1 <= truncate <= chain:
             raise ValueError(f"--truncate must be between 1 and --chain = {chain}, got {truncate}")
         self.K, self.chain, self.objective, self.relax, self.truncate = K, chain, objective, relax, truncate
-        del self.hyper["x0"]
-
-    def config(self):
-        return super().config() | {"K": self.K, "chain": self.chain, "objective": self.objective,
-                                   "relax": self.relax, "truncate": self.truncate}
 
     def label(self, steps=None, eta=0.0):
         return f"{self.title} (DDIM-{steps or self.chain})"
 
-    def chain_x0(self, x_T, c=None):
+    def chain_x0(self, x_T, **cond):
         """x0 from the DDIM-S chain (eta = 0), differentiable in the denoiser through its last
-        `truncate` steps (all, if None); the earlier steps run without gradients. c: cond.py's condition."""
-        walk = self.diffusion.trajectory(lambda x, t: self.denoiser(x, t, c), x_T, steps=self.chain, eta=0.0)
+        `truncate` steps (all, if None); the earlier steps run without gradients. cond: the denoiser's
+        keywords (cond.py's condition c)."""
+        walk = self.diffusion.trajectory(lambda x, t: self.denoiser(x, t, **cond), x_T, steps=self.chain, eta=0.0)
         next(walk)  # (T, x_T): nothing computed yet
         with torch.no_grad():
             for _ in range(self.chain - (self.truncate or self.chain)):
@@ -81,22 +76,17 @@ class DDPTMCL(DDPT):
         win = nn.functional.one_hot(L.argmin(0), self.K).T.double()
         return win if self.K == 1 else (1 - self.relax) * win + self.relax / (self.K - 1) * (1 - win)
 
-    def training_contexts(self, B, generator=None, score=None, *, c=None):
+    def training_contexts(self, B, generator=None, score=None, *, c=None):  # c (B, r): cond.py's condition
         """B contexts (B, n, d) with gradients: for each pair, one of its K chain draws, picked by the
         objective's weights from score(contexts (B, n, d)) -> the B pairs' summed losses. Without a
         score (no LLM at hand), the first draw. c (B, r): cond.py's condition of each pair, if any."""
         K = self.K if score is not None else 1
         x_T = self._randn(K * B, self.D, generator=generator)
-        c = None if c is None else c.repeat(K, 1)  # draw k of pair i is row k * B + i
-        contexts = self.prompt(self.chain_x0(x_T, c)).view(K, B, self.n, self.d)
+        cond = {} if c is None else {"c": c.repeat(K, 1)}  # draw k of pair i is row k * B + i
+        contexts = self.prompt(self.chain_x0(x_T, **cond)).view(K, B, self.n, self.d)
         if score is None:
             return contexts[0]
         with torch.no_grad():
             L = torch.stack([score(contexts[k]).to(contexts.device) for k in range(K)])
         pick = torch.multinomial(self.weights(L).T.cpu(), 1, generator=generator).squeeze(1).to(contexts.device)
         return contexts[pick, torch.arange(B, device=contexts.device)]
-
-    @torch.inference_mode()
-    def sample(self, k, generator=None, steps=None, eta=0.0, fast=True, **cond):
-        """k contexts from the trained DDIM-S chain (steps=None), or from DDIM over another number of steps."""
-        return super().sample(k, generator, steps=steps or self.chain, eta=eta, fast=fast, **cond)

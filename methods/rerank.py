@@ -15,7 +15,7 @@ looks at the reference; sample.py scores them beside top-1, likelihood, the lear
 import data
 import llm
 import metrics
-from methods import selector  # noqa: F401 (its picks first: the order of the rows)
+from methods.selector import pair_losses  # (and its picks first: the order of the rows)
 from prompts import PICKS
 
 REVIEW_PROMPT = "Write the one-sentence instruction that this Python code carries out:"
@@ -44,7 +44,7 @@ def review_losses(model, tok, codes, instructions, batch_size=32):
     """-log p(q | y) per pair, the mean over the instruction's tokens: the LLM reads [REVIEW_PROMPT ; code]
     and is scored on the instruction, the roles of data.encode's pairs swapped."""
     pairs, _ = data.encode([{"nl": y, "code": q} for y, q in zip(codes, instructions)], tok)
-    return llm.pair_losses(model, tok, llm.text_context(model, tok, REVIEW_PROMPT), pairs, batch_size)
+    return pair_losses(model, tok, llm.text_context(model, tok, REVIEW_PROMPT), pairs, batch_size)
 
 
 def reviewer(draws):

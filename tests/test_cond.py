@@ -36,7 +36,7 @@ def test_untrained_is_the_manual_prompt_for_every_instruction(Method):
 
 
 def test_the_fast_sampler_is_exact_with_guidance():
-    """ddpt.DDPT.sample runs in r dims with the guided hidden state: the same as the plain D-dim DDIM
+    """DDPT-Cond samples in r dims with the guided hidden state: the same as the plain D-dim DDIM
     chain whose denoiser is (1 + w) x0_hat(x, t, q) - w x0_hat(x, t, null), for each instruction."""
     model = trained_looking(DDPTCond(torch.randn(2, 3), 0.5, T=20, r=4))
     den, f, w = model.denoiser, torch.randn(4, 3, dtype=torch.float64), 1.5
@@ -45,7 +45,7 @@ def test_the_fast_sampler_is_exact_with_guidance():
     x_T = model._randn(3, model.D, generator=torch.Generator().manual_seed(0))
     for i in range(4):
         c = model.condition(f[i:i + 1])
-        guided = lambda x, t: (1 + w) * den(x, t, c) - w * den(x, t, model.condition.null)
+        guided = lambda x, t: (1 + w) * den(x, t, c=c) - w * den(x, t, c=model.condition.null)
         ref = model.prompt(model.diffusion.sample(guided, x_T, steps=5))  # the 3 draws of instruction i
         assert torch.allclose(fast[:, i], ref, atol=1e-10) and torch.allclose(slow[:, i], ref, atol=1e-10)
 
@@ -54,7 +54,7 @@ def test_guidance_zero_is_the_conditional_model():
     model = trained_looking(DDPTMCLCond(torch.randn(2, 3), 0.5, T=20, r=4, chain=4))
     f = torch.randn(5, 3, dtype=torch.float64)
     plain = model.prompt(model.chain_x0(model._randn(2, model.D, generator=torch.Generator().manual_seed(3))
-                                        .repeat_interleave(5, 0), model.condition(f).repeat(2, 1)))
+                                        .repeat_interleave(5, 0), c=model.condition(f).repeat(2, 1)))
     assert torch.allclose(model.sample(2, torch.Generator().manual_seed(3), features=f, w=0.0), plain.view(2, 5, 2, 3),
                           atol=1e-12)
     guided = model.sample(2, torch.Generator().manual_seed(3), features=f, w=1.0)

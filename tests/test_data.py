@@ -70,7 +70,6 @@ def test_demo_is_deterministic_and_held_out():
 
 
 def test_truncation_is_counted():
-    import llm
     tok = data.build_tokenizer(["a b c d e f g"] * 10, vocab_size=280)
     ex, cut = data.encode([{"nl": "a b c", "code": "a b c d e f g " * 20}, {"nl": "a", "code": "b"}], tok, max_code=16)
     assert cut == 1 and len(ex[0][1]) == 16 and ex[0][1][-1] == tok.eos_token_id

@@ -115,6 +115,16 @@ def test_train_sample_resume(cache, tmp_path, capsys, monkeypatch):
     assert table == open(tmp_path / "run" / "results.md").read()  # the demo's own table is kept
 
 
+def test_each_method_is_seeded_on_its_own(cache, tmp_path):
+    """The same --seed gives a method the same initialisation, batches and noise whatever else the run
+    trains before it (LoPA's random initialisation draws from the same generator as DDPT's)."""
+    train.main(small(tmp_path / "both", "--steps", "3", "--method", "lopa", "ddpt"))
+    train.main(small(tmp_path / "alone", "--steps", "3", "--method", "ddpt"))
+    a, b = (checkpoint.load(tmp_path / run / "seed0" / "ddpt.pt") for run in ("both", "alone"))
+    assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
+    assert a["weights"]["denoiser.out.weight"].abs().sum() > 0  # (it did train)
+
+
 def test_a_conala_run_gets_the_official_score_column(cache, tmp_path, shared):
     out, folder = str(tmp_path / "run"), shared("conala")
     train.main(["--out", out, "--model", tiny.path("demo"), "--data", "conala", "--data-dir", folder,

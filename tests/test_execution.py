@@ -11,9 +11,11 @@ import tempfile
 
 import pytest
 
-from models import demo
-from evaluation import execution, sandbox
 import metrics
+from evaluation import execution, sandbox
+from models import demo
+from tasks.demo import demo_program
+from tasks.humaneval import humaneval_program
 from tools.attacks import DEEP, EXITS, F, FILES, MEMORY, SHM_FIND, SHM_MAKE, T, two_at_once
 
 ROOT = os.geteuid() == 0
@@ -123,14 +125,14 @@ def test_killing_the_launcher_or_init_fails():
 
 
 def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
-    """All 164 problems, through execution.humaneval_program: the canonical solution passes as a whole
+    """All 164 problems, through humaneval_program: the canonical solution passes as a whole
     function and as a body whose first indentation generate() stripped; a wrong one fails."""
     import data
-    problems = data.humaneval()
+    problems = data.load("humaneval")["test"]
     assert len(problems) == 164 and problems[0]["task_id"] == "HumanEval/0"
-    whole = [execution.humaneval_program(p, p["code"]) for p in problems]
-    body = [execution.humaneval_program(p, p["code"][len(p["nl"]):].strip()) for p in problems[:20]]
-    wrong = [execution.humaneval_program(p, f"def {p['entry_point']}(*args):\n    return None\n") for p in problems[:20]]
+    whole = [humaneval_program(p, p["code"]) for p in problems]
+    body = [humaneval_program(p, p["code"][len(p["nl"]):].strip()) for p in problems[:20]]
+    wrong = [humaneval_program(p, f"def {p['entry_point']}(*args):\n    return None\n") for p in problems[:20]]
     results = execution.run(whole + body + wrong)
     assert [r["status"] for r in results[:len(whole) + len(body)]] == ["passed"] * (len(whole) + len(body)), \
         [(i, r) for i, r in enumerate(results) if r["status"] != "passed"][:3]
@@ -138,7 +140,7 @@ def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
 
 
 def test_the_demo_check_compares_behaviour_not_text():
-    """The demo's check (execution.demo_program): the same behaviour in other words passes; other
+    """The demo's check (demo_program): the same behaviour in other words passes; other
     behaviour, the wrong variable or another language fails."""
     test = demo.splits()["test"]
     sort, count, total = (next(p for p in test if p["nl"].startswith(verb)) for verb in ("sort", "count", "sum"))
@@ -147,7 +149,7 @@ def test_the_demo_check_compares_behaviour_not_text():
              (sort, f"{n}.sort(reverse=True)", "failed"), (count, f"print(len({m}))", "passed"),
              (count, f"len({m}) + 1", "failed"), (count, f"wc -l < {m}.txt", "failed"),
              (total, f"t = 0\nfor x in {s}:\n    t += x\nprint(t)", "passed"), (total, "sum(other)", "failed")]
-    results = execution.run([execution.demo_program(p, code) for p, code, _ in cases])
+    results = execution.run([demo_program(p, code) for p, code, _ in cases])
     assert [r["status"] for r in results] == [want for *_, want in cases], results
 
 
@@ -158,17 +160,41 @@ def test_exiting_before_the_tests_end_fails(attack):
     assert execution.run_one(execution.Program(F.replace("return x", "return 2") , T))["status"] == "passed"
 
 
+READS = ("import os\nfor n in os.listdir('.'):\n    assert 'SECRET' + '-MARKER' not in open(n).read(), n\n"
+         "f = lambda x: 2\n")
+
+
 def test_the_tests_are_not_in_the_candidates_files():
-    reads = ("import os\nfor n in os.listdir('.'):\n    assert 'SECRET' + '-MARKER' not in open(n).read(), n\n"
-             "f = lambda x: 2\n")
-    assert execution.run_one(execution.Program(reads, T))["status"] == "passed"
+    assert execution.run_one(execution.Program(READS, T))["status"] == "passed"
+
+
+@contained
+def test_the_working_directory_holds_the_program_alone_with_an_interpreter_under_tmp(tmp_path):
+    """CI on another machine ran the harness from a virtual environment under /tmp, whose folder, bound
+    into the sandbox, showed up in the program's own directory: it must not, wherever the interpreter is."""
+    venv = tempfile.mkdtemp(prefix="ddpt-venv-", dir="/tmp")
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
+        script = ("import json, os, sys\nsys.path.insert(0, sys.argv[1])\nfrom evaluation import execution\n"
+                  "listing = 'import os\\nresult = (repr(sorted(os.listdir(\\'.\\'))),)\\n'\n"
+                  "print(json.dumps([execution.run_one(execution.Program(c, t)) for c, t in "
+                  "((sys.argv[2], sys.argv[3]), ('', listing))]))\n")
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        done = subprocess.run([os.path.join(venv, "bin", "python"), "-c", script, repo, READS, T],
+                              capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+        assert done.returncode == 0, done.stderr[-2000:]
+        reads, listing = json.loads(done.stdout.splitlines()[-1])
+        assert reads["status"] == "passed", reads
+        assert listing["status"] == "passed" and listing["preview"] == repr((repr(["program.py"]),)), listing
+    finally:
+        shutil.rmtree(venv)
 
 
 def test_the_demo_expectation_is_not_in_the_candidates_process():
     pair = demo.splits()["test"][0]
     for code in ("import __main__\nprint(__main__.want[0])", "import os\nos._exit(0)", pair["code"] + "\nimport os\nos._exit(0)"):
-        assert execution.run([execution.demo_program(pair, code)])[0]["status"] == "failed", code
-    assert execution.run([execution.demo_program(pair, pair["code"])])[0]["status"] == "passed"
+        assert execution.run([demo_program(pair, code)])[0]["status"] == "failed", code
+    assert execution.run([demo_program(pair, pair["code"])])[0]["status"] == "passed"
 
 
 def test_printing_memoryerror_is_not_a_limit():

@@ -1,4 +1,6 @@
 """llm.py on small models built from a config, saved and loaded by path like a hub model."""
+import os
+
 import pytest
 import torch
 
@@ -176,3 +178,25 @@ def test_tiny_pretraining_is_bit_identical_across_thread_counts(tmp_path):
         assert run.stdout.split()[-1] == threads  # the thread count is restored after pre-training
         digests.append([hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("model.safetensors", "tokenizer.json")])
     assert digests[0] == digests[1]
+
+
+def test_the_shipped_tiny_model_is_what_its_command_writes():
+    """models/tiny-demo is `python -m models.tiny`'s output: the recipe and the check recorded beside it,
+    the architecture its config builds, the tokenizer the recipe's corpus trains, and the loss it
+    records on fixed pairs (a model that was not pre-trained, or another pre-training, gives another)."""
+    import json
+
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    from models import demo, tiny
+    record = json.load(open(os.path.join(tiny.SHIPPED, "pretraining.json")))
+    assert record["command"] == "python -m models.tiny" and record["recipe"] == tiny.RECIPE
+    model, tok = T5ForConditionalGeneration.from_pretrained(tiny.SHIPPED), AutoTokenizer.from_pretrained(tiny.SHIPPED)
+    want = T5ForConditionalGeneration(tiny.t5_config(len(tok)))
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in want.state_dict().items()}
+    assert sum(p.numel() for p in model.parameters()) < 1.5e6 and len(tok) == 600
+    texts = [t for p in demo.pretraining(tiny.RECIPE["n_pairs"], tiny.RECIPE["seed"]) for t in p]
+    assert data.build_tokenizer(texts).get_vocab() == tok.get_vocab()
+    loss = tiny.check_loss(tiny.SHIPPED)
+    assert loss == pytest.approx(record["check_loss"], abs=1e-4) and loss < 1.0  # trained (random weights: ~6.4)
+    assert tiny.path("demo") == tiny.SHIPPED and llm.load("tiny")[0].config.d_model == 128  # what --model tiny loads

@@ -264,3 +264,20 @@ def test_conala_bleu_is_the_official_script(shared):
     assert conala_bleu(["x = 1"], ["y = 2"]) == 0.0 == _official_conala(["x = 1"], ["y = 2"])  # no 4-gram match
     # a hand-computed case: 'a = b ( c )' against 'a = b ( d )': precisions 5/6, 3/5, 2/4, 1/3, brevity 1
     assert conala_bleu(["a = b(c)"], ["a = b(d)"]) == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
+
+
+def test_the_interval_over_seeds_can_be_wider_than_their_range():
+    """tables.seed_summary: a t-interval, which 3 seeds can make (and here do make) wider than their
+    range, where a percentile bootstrap over 3 seeds is at most the range; identical seeds give zero width."""
+    from scipy import stats
+
+    from evaluation import tables
+    for df in [*range(1, 40), 60, 120, 1000]:
+        assert tables.t_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
+    diffs = [0.01, 0.03, 0.05]
+    mean, low, high = tables.seed_summary(diffs)
+    assert low < min(diffs) and high > max(diffs) and low < 0 < high  # every seed above zero, the mean not surely
+    ref = stats.t.interval(0.95, len(diffs) - 1, loc=mean, scale=stats.sem(diffs))
+    assert (low, high) == pytest.approx(ref, abs=1e-4)
+    assert tables.seed_summary([0.2] * 10) == pytest.approx((0.2, 0.2, 0.2))
+    assert tables.seed_summary([0.2])[1:] == (None, None)

@@ -38,12 +38,9 @@ class Scaled(prompts.PromptMethod):
     options = {"init": prompts.Option(0.0, "a at initialisation", type=float),
                "stretch": prompts.Option(1.0, "multiplies a when sampling", type=float, when="sample")}
 
-    def __init__(self, C, s, *, init=0.0):
+    def __init__(self, C, s, *, init=0.0):  # (no config() of its own: the base records --init)
         super().__init__(C, s)
-        self.init, self.a = init, nn.Parameter(torch.tensor(float(init)))
-
-    def config(self):
-        return super().config() | {"init": self.init}
+        self.a = nn.Parameter(torch.tensor(float(init)))
 
     def training_contexts(self, B, generator=None, score=None):
         return self.C * (1 + self.a)
@@ -64,6 +61,7 @@ def test_a_method_with_its_own_options_runs_through_train_and_sample(cache, tmp_
     train.main(["--out", out, "--method", "scaled", "--init", "0.25", "--steps", "4", "--eval-every", "2", "--batch-size", "4"])
     ckpt = torch.load(tmp_path / "run" / "seed0" / "scaled.pt", weights_only=True)
     assert ckpt["kind"] == "scaled" and ckpt["step"] == 4 and ckpt["weights"]["a"].item() not in (0.0, 0.25)
+    assert ckpt["config"]["init"] == 0.25 and ckpt["run"]["rates"] == {"scaled": 1e-1}  # recorded without a config()
     assert json.load(open(tmp_path / "run" / "config.json"))["init"] == 0.25  # the option is recorded with the run
     log = [json.loads(line) for line in open(tmp_path / "run" / "seed0" / "log.jsonl")]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and "valid_token_loss" in log[1]
@@ -77,8 +75,8 @@ def test_a_method_with_its_own_options_runs_through_train_and_sample(cache, tmp_
 
 def test_a_registered_data_set_and_metric_reach_results_md(cache, tmp_path, monkeypatch):
     pairs = [{"nl": f"print the number {i}", "code": f"print({i})"} for i in range(40)]
-    monkeypatch.setitem(data.DATASETS, "numbers", lambda data_dir, seed: {"train": pairs[:24], "valid": pairs[24:32],
-                                                                           "test": pairs[32:]})
+    splits = {"train": pairs[:24], "valid": pairs[24:32], "test": pairs[32:]}
+    monkeypatch.setitem(data.DATASETS, "numbers", data.Dataset(load=lambda data_dir, seed: splits))
     monkeypatch.setitem(metrics.EXTRA, "length_ratio", lambda hyps, refs: sum(map(len, hyps)) / sum(map(len, refs)))
     out = str(tmp_path / "run")
     from models import tiny  # the demo's tiny model, by its folder: --model tiny would pre-train one for this data
@@ -117,3 +115,20 @@ def test_checkpoints_of_the_flat_layout_load_and_sample_the_same():
         # bit for bit on the machine that wrote them; another processor's kernels round the last bit
         # otherwise (2.4e-7 here), while a wrongly loaded weight would move the samples by O(1)
         torch.testing.assert_close(new, old, rtol=0, atol=1e-5, msg=kind)
+
+
+def test_one_option_name_means_one_option():
+    """Options share the command line: declaring a registered name with another default or type fails
+    at registration, and the same declaration is fine."""
+    class Clash(prompts.PromptMethod):
+        kind, options = "clash", {"r": prompts.Option(8, "another r", type=int)}
+    with pytest.raises(TypeError, match="declares option 'r' with another default than 'ddpt' does"):
+        prompts.register(Clash)
+    assert "clash" not in prompts.METHODS
+
+    class Same(prompts.PromptMethod):
+        kind, options = "same", {"T": prompts.METHODS["ddpt"].options["T"]}
+    try:
+        assert prompts.register(Same) is Same
+    finally:
+        prompts.METHODS.pop("same")

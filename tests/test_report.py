@@ -52,3 +52,26 @@ def test_a_stated_table_is_read_back_and_the_regeneration_check_reruns_its_own_c
     assert "DDPT_CACHE=out/regen-4threads-cache" in cmd and "out/fresh-cache" not in cmd
     assert regen.outside(0.45, 0.35, 0.019) and not regen.outside(0.37, 0.35, 0.019)
     assert not regen.outside(0.009, 0.0, 0.0) and regen.outside(0.011, 0.0, 0.0)
+
+
+def test_a_block_made_before_a_change_that_moves_it_says_so(tmp_path):
+    doc = tmp_path / "doc.md"
+    old = "<!-- report: python train.py --seed 0 1 && python sample.py --out X => X/results.md -->\n| a |\n\n" \
+          "*`python train.py`: 9 s wall time, 2026-12-01.*\n<!-- /report -->\n"
+    new = old.replace("2026-12-01", "2099-01-01")
+    undated = "<!-- report: python -m tools.bench sampling -->\n| a |\n<!-- /report -->\n"
+    doc.write_text(old + "\n" + new + "\n" + undated)
+    found = report.problems(str(doc))
+    assert len(found) == 2 and "needs the last line" in found[0] and "has no date" in found[1]
+    report.mark_stale(str(doc))
+    text = doc.read_text()
+    assert report.problems(str(doc)) == [found[1]] and text.count(report.STALE) == 1
+    line = next(line for line in text.splitlines() if line.startswith(report.STALE))
+    assert "the shipped tiny model" in line and "t-intervals over seeds" in line and "consensus" in line
+    report.mark_stale(str(doc))  # idempotent
+    assert doc.read_text() == text
+    assert report.stale_line("python -m tools.bench sampling", "2026-11-01") is None  # a change that does not move it
+
+
+def test_every_block_is_dated_and_says_what_changed_since():
+    assert [p for path in report.documents() for p in report.problems(path)] == []

@@ -9,7 +9,7 @@ from methods import selector
 
 def test_the_target_is_each_pairs_lowest_loss_draw(cache, monkeypatch):
     model, tok = llm.load("tiny")
-    pairs = demo.splits()["train"][:40]
+    pairs = [{"nl": nl, "code": code} for _, nl, code in demo.pretraining(40, 1)]  # Python, Bash and SQL pairs
     examples, _ = data.encode(pairs, tok)
     contexts = [llm.text_context(model, tok, p) for p in ("Write code:", "Python:", "SQL:")]
     direct = torch.tensor([[llm.example_losses(model, c, data.collate([ex], tok)).item() for c in contexts] for ex in examples])

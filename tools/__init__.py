@@ -1,6 +1,5 @@
 """Tooling around the core.
 
-    distributed.py   torchrun support for train.py (DDP; the identity without torchrun)
     bench.py         benchmarks that print tables: python -m tools.bench sampling | metrics | train | ...
     bench_ddp.py     the many-GPU benchmarks bench.py runs (ddp, memory)
     bench_threads.py the thread-count benchmarks bench.py runs (pretrain, finetune)
@@ -12,5 +11,5 @@
     headline.py      the README's headline table from a run folder's results.json
     sweep.py         a learning-rate sweep of any train.py setting: python -m tools.sweep --rates ddpt=1e-5,3e-5 -- ...
 
-May import anything; only train.py imports it (distributed.py).
+May import anything; the core never imports it.
 """

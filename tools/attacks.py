@@ -4,6 +4,7 @@ docs/evaluation.md, what `execution.isolation()` finds here in its first row.
 
     python -m tools.attacks
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 
 from evaluation import execution
 from models import demo
+from tasks.demo import demo_program
 
 F, T = "def f(x):\n    return x\n", "assert f(1) == 2  # the tests: SECRET-MARKER\n"  # a candidate that fails T
 EXITS = {  # issue 26: appended to F, each of these once passed the failing test T
@@ -70,8 +72,8 @@ def rows():
     for name, code in EXITS.items():
         yield f"{name} before a failing assert", P(F + code, T), {}
     yield "reading the tests from its own files", P(F + READS_TESTS, T), {}
-    yield "the demo's expected value from `__main__`", execution.demo_program(pair, "import __main__\nprint(__main__.want[0])"), {}
-    yield "the demo check with `os._exit(0)` after the right code", execution.demo_program(pair, pair["code"] + "\nimport os\nos._exit(0)"), {}
+    yield "the demo's expected value from `__main__`", demo_program(pair, "import __main__\nprint(__main__.want[0])"), {}
+    yield "the demo check with `os._exit(0)` after the right code", demo_program(pair, pair["code"] + "\nimport os\nos._exit(0)"), {}
     for name, code in MEMORY.items():
         yield f"{name} (memory_mb=256)", P(code, ""), {"memory_mb": 256}
     yield "100 files x 15 MiB in its directory", P(FILES, ""), {}
@@ -85,7 +87,8 @@ def ends_as(r):
     return f"{how} ({r['seconds']:.1f} s)"
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     os.environ["DDPT_ATTACK_SECRET"] = "s3cret"
     print("| attack | ends as |\n| --- | --- |")
     print(f"| (what `execution.isolation()` finds here; Python {sys.version.split()[0]}, uid {os.geteuid()}) | "

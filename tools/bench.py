@@ -129,7 +129,7 @@ def bench_train(steps=20):
     model, tok = llm.load("tiny")
     C, s = llm.context_from_text(model, tok, "Write code:", 10)
     batch = data.collate(data.encode(data.load("demo")["train"][:16], tok)[0], tok)
-    score = train.pair_losses(model, batch, slice(None), 16)
+    score = train.scorer(model, batch, slice(None), 16)
     split = {}
     for module in (DDPT(C, s), DDPTMCL(C, s)):
         opt, den, llm_t, t_start = torch.optim.AdamW(module.parameters(), lr=1e-4), 0.0, 0.0, time.perf_counter()
@@ -237,17 +237,26 @@ def bench_lr(steps=300, seeds=(0, 1, 2)):
         print(f"| manual prompt | — | {manual:.4f} |")
 
 
-if __name__ == "__main__":
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="*", default=["sampling", "metrics", "train"], help="which benchmarks")
+    p.add_argument("what", nargs="*", default=["sampling", "metrics", "train"], help=f"any of {', '.join(BENCHMARKS)}")
     p.add_argument("--model", default="tiny", help="ddp: the LLM (tiny, t5-220m-random: CodeT5+ 220M's shape, "
                    "or train.py's --model)")
     p.add_argument("--device", default="cpu", help="ddp: cpu or cuda")
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="ddp: torchrun's process counts")
-    args = p.parse_args()
-    benchmarks = {"sampling": bench_sampling, "metrics": bench_metrics, "train": bench_train, "llm": bench_llm,
-                  "codebleu": codebleu_on_shared, "pretrain": bench_threads.bench_pretrain,
-                  "finetune": bench_threads.bench_finetune, "isa": bench_threads.bench_isa, "lr": bench_lr, "memory": bench_ddp.bench_memory,
-                  "ddp": lambda: bench_ddp.bench_ddp(args.model, args.device, args.procs)}
+    args = p.parse_args(argv)
+    unknown = [what for what in args.what if what not in BENCHMARKS]
+    if unknown:
+        p.error(f"no benchmark {unknown[0]!r}: use any of {', '.join(BENCHMARKS)}")
     for what in args.what:
-        benchmarks[what]()
+        BENCHMARKS[what](args)
+
+
+BENCHMARKS = {"sampling": lambda a: bench_sampling(), "metrics": lambda a: bench_metrics(), "train": lambda a: bench_train(),
+              "llm": lambda a: bench_llm(), "codebleu": lambda a: codebleu_on_shared(),
+              "pretrain": lambda a: bench_threads.bench_pretrain(), "finetune": lambda a: bench_threads.bench_finetune(),
+              "isa": lambda a: bench_threads.bench_isa(), "lr": lambda a: bench_lr(),
+              "memory": lambda a: bench_ddp.bench_memory(), "ddp": lambda a: bench_ddp.bench_ddp(a.model, a.device, a.procs)}
+
+if __name__ == "__main__":
+    main()

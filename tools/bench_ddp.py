@@ -16,8 +16,9 @@ def random_t5_220m(folder):
     random weights, and a BPE tokenizer of the demo data: a step's time depends on the shape alone,
     and no hub is reachable here to fetch the real weights."""
     from transformers import T5Config, T5ForConditionalGeneration
-    import demo
+
     import data
+    from models import demo
     tok = data.build_tokenizer([t for p in demo.splits()["train"] for t in (p["nl"], p["code"])])
     config = T5Config(vocab_size=32100, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12,
                       num_heads=12, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
@@ -73,7 +74,7 @@ def bench_memory(batch=(16, 4), enc_len=40, dec_len=64):
     the frozen LLM's weights, the DDPT module with its gradients and AdamW moments (fp32), and the
     activations autograd keeps for backward through the frozen LLM to the context, for `batch` pairs
     per GPU (global batch / processes) of enc_len [context ; instruction] and dec_len code tokens."""
-    import codet5p
+    from models import codet5p
     from ddpt import DDPT
     from torch.autograd.graph import saved_tensors_hooks
     gib = 2 ** 30

@@ -200,9 +200,8 @@ def main(argv=None):
     print("| figure | from | bytes |")
     print("| --- | --- | --- |")
     for name, draw in made.items():
-        tmp = os.path.join(args.out, f".{name}")
-        draw(tmp)
-        os.replace(tmp, os.path.join(args.out, name))  # never a half-written figure
+        with checkpoint.atomic(os.path.join(args.out, name)) as tmp:  # never a half-written figure
+            draw(tmp)
         source = "docs/results.md" if name == "glance.png" else args.run
         print(f"| docs/figures/{name} | {source} | {os.path.getsize(os.path.join(args.out, name)):,} |")
 

@@ -11,7 +11,8 @@ and rank r takes its share, pairs [r B / W, (r + 1) B / W). The loss of the glob
     L = (sum over all ranks of the code tokens' cross-entropy) / (code tokens in the global batch)
 
 so rank r back-propagates W * (its own sum) / (global count): DDP's average over W ranks is then
-the gradient of L itself, the same as one process computing the whole batch. Rank 0 alone writes.
+the gradient of L itself, the same as one process computing the whole batch (train.py's step, its
+one line `(ce / tokens * W).backward()`). Rank 0 alone writes. train.py is the only user of this file.
 
 Outside torchrun (`python train.py`) there is no process group, world() is (0, 1) and every
 function here is the identity: one process, exactly as before.
