@@ -137,7 +137,8 @@ def get(name):
     return DATASETS[name]
 
 
-def load(name="demo", data_dir=None, seed=0):
+def load(name, data_dir=None, seed=0):
+    """The splits of the data set registered as `name`, from `data_dir` (or the cache), split by `seed`."""
     return get(name).load(data_dir, seed)
 
 

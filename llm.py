@@ -98,6 +98,38 @@ def text_context(model, tok, text):
     return E[torch.tensor(ids, dtype=torch.long, device=E.device)].float()
 
 
+def context_from_peft(model, tok, folder):
+    """The context (N, d) a PEFT prompt-tuning adapter folder holds (adapter_config.json and
+    adapter_model.safetensors, read without PEFT), for sample.py --peft. PEFT puts its virtual tokens
+    before the whole input; here a chat model's context sits after the template's system turn and user
+    header, so only an adapter whose virtual tokens begin with that header's embeddings (tools/export.py
+    writes them so) runs the same here, and is read without it; another is refused in one line."""
+    import json
+
+    from safetensors.torch import load_file
+    try:
+        config = json.load(open(os.path.join(folder, "adapter_config.json")))
+        tokens = load_file(os.path.join(folder, "adapter_model.safetensors"))["prompt_embeddings"].float()
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{folder} is no PEFT prompt-tuning adapter ({e.__class__.__name__}: {e}): pass a folder "
+                         "with adapter_config.json and adapter_model.safetensors") from None
+    if config.get("peft_type") != "PROMPT_TUNING" or (config.get("num_transformer_submodules") or 1) != 1:
+        raise ValueError(f"{folder} holds a {config.get('peft_type')} adapter with {config.get('num_transformer_submodules')} "
+                         "transformer submodules: sample.py --peft reads prompt tuning with virtual tokens on the input alone")
+    E = embeddings(model).detach().float()
+    if tokens.shape[1] != E.shape[1]:
+        raise ValueError(f"{folder}'s prompt is {tokens.shape[1]}-dimensional, this model's embeddings {E.shape[1]}: "
+                         "pass an adapter made for this model")
+    chat = data.chat_parts(tok)
+    if chat:
+        header = E[torch.tensor(chat[0], device=E.device)].cpu()
+        if len(tokens) <= len(header) or not torch.allclose(tokens[:len(header)], header, atol=1e-6):
+            raise ValueError(f"{folder} puts its prompt before the chat template's system turn, a layout this harness "
+                             "does not run (tools/export.py's adapters start with that turn's embeddings)")
+        tokens = tokens[len(header):]
+    return tokens.to(E.device)
+
+
 def _inputs(model, context, batch):
     """[prefix ; context ; instruction] embeddings and mask; context (n, d) or (B, n, d). The prefix
     (a chat template's system turn and user header) is empty for plain models."""

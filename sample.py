@@ -52,6 +52,8 @@ def parse(argv=None):
     a("--data", default=None, choices=tests, help="test on an evaluation set instead of the run's own test split")
     a("--temperature", type=float, default=0.8, help="humaneval: the manual prompt's k samples, with --top-p")
     a("--top-p", type=float, default=0.95, help="humaneval: nucleus of the manual prompt's k samples")
+    a("--peft", nargs="+", default=[], metavar="FOLDER", help="PEFT prompt-tuning adapters to score as rows beside "
+      "the baselines (a prompt tuned elsewhere; tools/export.py writes ours)")
     a("--timeout", type=float, default=10.0, help="seconds per program in the sandbox (a data set that runs its code)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
     prompts.add_options(p.add_argument_group("options of the methods (each names its --method)"), "sample")
@@ -151,10 +153,12 @@ def run(args, runs):
                           "train": llm.instruction_features(model, tok, train_examples)}
     generations = lambda name: args.k if METHODS[name].stochastic else 1  # a method's generations per pair
     # (a data set's report may generate k more per pair: HumanEval's manual samples)
-    per_pair = 2 + sum(sum(map(generations, ckpts)) + (args.k if tested.report else 0) for ckpts in runs.values())
+    per_pair = 2 + len(args.peft) + sum(sum(map(generations, ckpts)) + (args.k if tested.report else 0) for ckpts in runs.values())
     setup.bar = tqdm(total=len(test) * per_pair, unit="pair", file=sys.stderr, dynamic_ncols=True)
     baselines = [score(setup, "no context", torch.zeros(0, llm.embeddings(model).shape[1]), role="baseline"),
                  score(setup, "manual prompt", llm.text_context(model, tok, cfg["prompt"]), role="baseline")]
+    baselines += [score(setup, f"PEFT prompt ({os.path.basename(folder.rstrip('/'))})",
+                        llm.context_from_peft(model, tok, folder), role="baseline") for folder in args.peft]
     per_seed = {seed: score_seed(setup, ckpts, seed=seed, baselines=baselines) for seed, ckpts in runs.items()}
     setup.bar.close()
     for seed, res in per_seed.items():

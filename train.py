@@ -50,7 +50,7 @@ def parse(argv=None):
                                 usage="python train.py [options]  (--help lists them)")
     a = p.add_argument
     a("--model", default="tiny", help="short name (codet5p-220m ... instructcodet5p-16b, tiny), hub id or local folder")
-    a("--data", default="demo", choices=data.names("train"), help="data set")
+    a("--data", default=tiny.CORPUS, choices=data.names("train"), help="data set (default: the offline demo task)")
     a("--data-dir", default=None, help="local copy of the data set (default: download into the cache)")
     a("--method", nargs="+", default=DEFAULT, choices=list(METHODS), metavar="METHOD",
       help=f"what to train, in order: any of {', '.join(METHODS)} (default: {' '.join(DEFAULT)})")

@@ -40,10 +40,12 @@ def test_every_table_of_numbers_sits_in_a_report_block():
 
 def test_a_stated_table_is_read_back_and_the_regeneration_check_reruns_its_own_command(capsys):
     body = ("Intro.\n\n| method | bleu4 | exec | note |\n| --- | --- | --- | --- |\n"
-            "| manual prompt | 0.052 ± 0.000 | — | x |\n| DDPT top-1 | 0.351 ± 0.019 | 0.190 ± 0.048 | y |\n\n"
+            "| manual prompt | 0.052 ± 0.000 | — | x |\n| DDPT top-1 | 0.351 ± 0.019 | 0.190 ± 0.048 | y |\n"
+            "| reviewer, p(instruction | code) | 0.2 ± 0.1 | — | z |\n\n"
             "| A | B |\n| --- | --- |\n| never | read |\n")
     assert report.means(body) == {"manual prompt": {"bleu4": (0.052, 0.0)},
-                                  "DDPT top-1": {"bleu4": (0.351, 0.019), "exec": (0.19, 0.048)}}
+                                  "DDPT top-1": {"bleu4": (0.351, 0.019), "exec": (0.19, 0.048)},
+                                  "reviewer, p(instruction | code)": {"bleu4": (0.2, 0.1)}}
     from tools import regen
     command, folder, table = regen.stated()  # the demo block of docs/results.md
     assert folder.startswith("out/tiny-demo") and "soft prompt tuning" in table and "bleu4" in table["manual prompt"]

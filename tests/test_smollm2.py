@@ -169,3 +169,36 @@ def test_untrained_lora_leaves_smollm2_as_it_is(smol):
         adapted = llm.token_losses(model, lora.training_contexts(4), batch)[0]
     assert len(lora.shapes) == 2 * model.config.num_hidden_layers  # q_proj and v_proj of every layer
     assert torch.equal(adapted, llm.token_losses(model, C, batch)[0])
+
+
+def test_a_prompt_exported_to_peft_gives_our_loss_in_the_chat_template(smol, tmp_path):
+    """tools/export.py on SmolLM2: the virtual tokens are [the template's system turn and user header ;
+    context], the input the rest of the template (the model card's recipe), and PEFT's loss is ours."""
+    peft = pytest.importorskip("peft")
+    import checkpoint
+    from prompts import SoftPrompt
+    from tools import export
+    model, tok = smol
+    C, s = llm.context_from_text(model, tok, llm.CHAT_PROMPT, 10)
+    module = SoftPrompt(C, s)
+    with torch.no_grad():
+        module.context += 0.5 * s * torch.randn(C.shape, generator=torch.Generator().manual_seed(0))
+    os.makedirs(tmp_path / "run" / "seed0")
+    record = {"model": "smollm2-135m", "prompt": llm.CHAT_PROMPT, "data": "conala", "data_dir": None}
+    checkpoint.save(module.checkpoint() | {"run": record, "step": 1}, str(tmp_path / "run" / "seed0" / "prompt-tuning.pt"))
+    folder = export.export(str(tmp_path / "run"), "prompt-tuning")
+    assert str(list(data.chat_parts(tok)[1])) in open(os.path.join(folder, "README.md")).read()
+    examples, _ = data.encode(PAIRS, tok)
+    with torch.no_grad():
+        ours = llm.loss(model, module.context, data.collate(examples, tok)).item()
+    L = max(len(a) + len(b) for a, b in examples)  # PEFT's input: instruction, suffix and code, right-padded
+    ids = torch.full((len(examples), L), tok.pad_token_id)
+    labels, mask = torch.full((len(examples), L), -100), torch.zeros(len(examples), L, dtype=torch.long)
+    for i, (a, b) in enumerate(examples):
+        ids[i, :len(a) + len(b)], mask[i, :len(a) + len(b)] = torch.tensor(a + b), 1
+        labels[i, len(a):len(a) + len(b)] = torch.tensor(b)
+    wrapped = peft.PeftModel.from_pretrained(llm.load("smollm2-135m")[0], folder).eval()
+    with torch.no_grad():
+        theirs = wrapped(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+    assert theirs == pytest.approx(ours, abs=1e-5)
+    assert torch.allclose(llm.context_from_peft(model, tok, folder), module.context.detach(), atol=1e-6)

@@ -4,6 +4,8 @@
     bench_ddp.py     the many-GPU benchmarks bench.py runs (ddp, memory)
     bench_threads.py the thread-count benchmarks bench.py runs (pretrain, finetune)
     bench_codebleu.py our CodeBLEU against the codebleu package on 10,000 broken pairs (bench.py codebleu)
+    bench_peft.py    our soft prompt, LoRA and DDPT against PEFT's prompt tuning and LoRA (bench.py peft)
+    export.py        a trained method as a PEFT adapter folder: python -m tools.export RUN --method ddpt
     attacks.py       the attacks on the execution sandbox and how each ends: python -m tools.attacks
     report.py        re-runs the commands behind the tables in README.md and docs/: python -m tools.report
     regen.py         re-runs the demo block under 1, 2 and 4 threads, every cell against its stated band

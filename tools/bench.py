@@ -11,6 +11,7 @@
     python -m tools.bench lr         # the learning-rate sweep behind each method's default rate (demo, 3 seeds)
     python -m tools.bench ddp        # train.py's steps per second: one process, and torchrun with 1 and 2 processes
     python -m tools.bench memory     # each GPU's memory for CodeT5+ 2B / 6B / 16B in bf16 (bench_ddp.py has both)
+    python -m tools.bench peft       # our soft prompt, LoRA and DDPT against PEFT's prompt tuning and LoRA (bench_peft.py)
 """
 import argparse
 import json
@@ -21,7 +22,7 @@ import time
 
 import torch
 
-from tools import bench_codebleu, bench_ddp, bench_threads
+from tools import bench_codebleu, bench_ddp, bench_peft, bench_threads
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
@@ -256,7 +257,8 @@ BENCHMARKS = {"sampling": lambda a: bench_sampling(), "metrics": lambda a: bench
               "llm": lambda a: bench_llm(), "codebleu": lambda a: codebleu_on_shared(),
               "pretrain": lambda a: bench_threads.bench_pretrain(), "finetune": lambda a: bench_threads.bench_finetune(),
               "isa": lambda a: bench_threads.bench_isa(), "lr": lambda a: bench_lr(),
-              "memory": lambda a: bench_ddp.bench_memory(), "ddp": lambda a: bench_ddp.bench_ddp(a.model, a.device, a.procs)}
+              "memory": lambda a: bench_ddp.bench_memory(), "ddp": lambda a: bench_ddp.bench_ddp(a.model, a.device, a.procs),
+              "peft": lambda a: bench_peft.bench_peft()}
 
 if __name__ == "__main__":
     main()

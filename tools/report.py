@@ -124,7 +124,10 @@ def means(body):
         parts = [c.strip() for c in line.strip("|").split("|")]
         if header is None:
             header = parts
-        elif not set(parts[1]) <= set("- "):
+            continue
+        extra = len(parts) - len(header)  # a row name with "|" in it (the reviewer's p(instruction | code))
+        parts = [" | ".join(parts[:extra + 1])] + parts[extra + 1:]
+        if not set(parts[1]) <= set("- "):
             cells[parts[0]] = {col: tuple(map(float, v.split(" ± "))) for col, v in zip(header[1:], parts[1:]) if " ± " in v}
     return cells
 
