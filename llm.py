@@ -201,11 +201,7 @@ def generate(model, tok, context, batch, max_new_tokens=128, num_beams=1, temper
     """Greedy (or beam) decoding from [context ; instruction], or sampling when a temperature is
     given (nucleus sampling with top_p; seed torch's generator first); returns strings. With a chat
     template, decoding stops at the end of the assistant's turn."""
-    emb, mask = _inputs(model, context, batch)
-    if not model.config.is_encoder_decoder:  # left-pad, so every prompt ends where generation starts
-        lengths = mask.sum(1)
-        emb = torch.stack([torch.roll(e, int(emb.shape[1] - n), 0) for e, n in zip(emb, lengths)])
-        mask = torch.stack([torch.roll(m, int(mask.shape[1] - n), 0) for m, n in zip(mask, lengths)])
+    emb, mask = generation_inputs(model, context, batch)
     chat = data.chat_parts(tok)
     out = model.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
                          num_beams=num_beams, pad_token_id=tok.pad_token_id,
@@ -213,6 +209,17 @@ def generate(model, tok, context, batch, max_new_tokens=128, num_beams=1, temper
                             {"do_sample": False}),
                          eos_token_id=chat[2] if chat else tok.eos_token_id)
     return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+
+
+def generation_inputs(model, context, batch):
+    """`_inputs` for decoding: a decoder-only model's rows left-padded, so every prompt ends where
+    generation starts."""
+    emb, mask = _inputs(model, context, batch)
+    if not model.config.is_encoder_decoder:
+        lengths = mask.sum(1)
+        emb = torch.stack([torch.roll(e, int(emb.shape[1] - n), 0) for e, n in zip(emb, lengths)])
+        mask = torch.stack([torch.roll(m, int(mask.shape[1] - n), 0) for m, n in zip(mask, lengths)])
+    return emb, mask
 
 
 FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|$)", re.DOTALL)

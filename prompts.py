@@ -203,7 +203,7 @@ class PromptMethod(nn.Module):
         return ((contexts - self.C) / self.s).flatten(-2)
 
     def forward(self, B, generator=None, score=None, features=None):
-        """training_contexts, as the module's call: what DistributedDataParallel wraps (distributed.py)."""
+        """training_contexts, as the module's call: what DistributedDataParallel wraps (runtime/distributed.py)."""
         return self.training_contexts(B, generator, score, *([features] if self.conditional else []))
 
     def adapt(self, model):

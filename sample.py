@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-import checkpoint
+from runtime import checkpoint
 import data
 import llm
 import metrics

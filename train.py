@@ -13,7 +13,7 @@ the same for every seed. --resume continues a stopped run exactly.
 
     torchrun --standalone --nproc_per_node 4 train.py -- --model codet5p-2b --dtype bf16 ...
 
-runs it on 4 GPUs (distributed.py): the same global --batch-size split over the ranks, the same
+runs it on 4 GPUs (runtime/distributed.py): the same global --batch-size split over the ranks, the same
 result as one process, rank 0 writing. (The `--` keeps torchrun from reading --n and --r as its own
 options' abbreviations.)
 """
@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-import checkpoint
+from runtime import checkpoint
 import data
-import distributed
+from runtime import distributed
 import llm
 import prompts
 from ddpt import objective

@@ -19,7 +19,7 @@ import time
 import torch
 from tqdm import tqdm
 
-import checkpoint
+from runtime import checkpoint
 import data
 import metrics
 from codefusion import data as cf_data

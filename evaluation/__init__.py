@@ -6,5 +6,5 @@
     code_ast.py      CodeBLEU's syntax and data-flow matches from Python's ast
     code_repair.py   parsing broken or cut-off code, so those matches recover what parses
 
-May import the core's metrics.py, prompts.py and checkpoint.py; never a method, a data set or a tool.
+May import the core's metrics.py and prompts.py, and runtime/; never a method, a data set or a tool.
 """

@@ -25,7 +25,7 @@ import os
 import statistics
 from dataclasses import dataclass, field
 
-import checkpoint
+from runtime import checkpoint
 import metrics
 import prompts
 

@@ -5,5 +5,5 @@
     tiny.py         the offline `tiny` T5 this project pre-trains itself, bit-identical on any machine
     demo.py         the demo corpus: the tiny model's pre-training and the offline DDPT task
 
-May import data.py and checkpoint.py (tiny.py, gguf_wheel.py) and llm.py's prompt constants; the core's llm.py and data.py import them.
+May import data.py and runtime/checkpoint.py (tiny.py, gguf_wheel.py) and llm.py's prompt constants; the core's llm.py and data.py import them.
 """

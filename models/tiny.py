@@ -18,7 +18,7 @@ import os
 import torch
 from tqdm import tqdm
 
-import checkpoint
+from runtime import checkpoint
 import data
 from models import demo
 

@@ -17,7 +17,7 @@ import torch
 import metrics
 import sample
 import train
-import checkpoint
+from runtime import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--T", "50", "--r", "16", "--batch-size", "4", "--eval-every", "3"]

@@ -5,7 +5,7 @@ import torch
 
 from transformers import AutoTokenizer
 
-import checkpoint
+from runtime import checkpoint
 import data
 from codefusion import train as train_codefusion
 from codefusion.model import MASK, CodeFusion, cpd_mask, valid_syntax

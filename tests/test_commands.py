@@ -11,8 +11,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDERS = ("codefusion", "evaluation", "methods", "models", "tasks", "tools")
-CORE = ("checkpoint", "data", "ddpt", "diffusion", "distributed", "llm", "metrics", "prompts", "sample", "train")
+FOLDERS = ("codefusion", "evaluation", "methods", "models", "runtime", "tasks", "tools")
+CORE = ("data", "ddpt", "diffusion", "llm", "metrics", "prompts", "sample", "train")
 
 
 def modules():
@@ -41,6 +41,8 @@ def test_the_lists_are_whole():
     on_disk = {f for f in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, f, "")) and
                os.path.exists(os.path.join(ROOT, f, "__init__.py")) and f != "tests"}
     assert on_disk == set(FOLDERS), "a new folder: add it to FOLDERS"
+    top = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py") and name != "conftest.py"}
+    assert top == set(CORE), "the top level is the tutorial's core: put the rest in the folder of its role"
 
 
 @pytest.mark.parametrize("name", modules())

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-import checkpoint
+from runtime import checkpoint
 import data
 import llm
 import sample

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-import checkpoint
+from runtime import checkpoint
 import prompts
 import sample
 import train

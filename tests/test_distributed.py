@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 
-import checkpoint
+from runtime import checkpoint
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ from models import tiny
 import metrics
 import sample
 import train
-import checkpoint
+from runtime import checkpoint
 
 
 def exact_match_with(model, tok, prompt, test):

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-import checkpoint
+from runtime import checkpoint
 import data
 import llm
 import sample

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import checkpoint
+from runtime import checkpoint
 import data
 import llm
 import sample

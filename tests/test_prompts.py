@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-import checkpoint
+from runtime import checkpoint
 import data
 import metrics
 

@@ -175,7 +175,7 @@ def test_a_prompt_exported_to_peft_gives_our_loss_in_the_chat_template(smol, tmp
     """tools/export.py on SmolLM2: the virtual tokens are [the template's system turn and user header ;
     context], the input the rest of the template (the model card's recipe), and PEFT's loss is ours."""
     peft = pytest.importorskip("peft")
-    import checkpoint
+    from runtime import checkpoint
     from prompts import SoftPrompt
     from tools import export
     model, tok = smol

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-import checkpoint
+from runtime import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--T", "50", "--r", "16", "--batch-size", "4", "--steps", "6", "--eval-every", "6"]

@@ -35,7 +35,7 @@ def bench_ddp(model="tiny", device="cpu", procs=(1, 2), steps=(10, 210)):
     import subprocess
     import sys
     import tempfile
-    import checkpoint
+    from runtime import checkpoint
     cores, cpu = os.cpu_count(), device == "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         if model == "t5-220m-random":

@@ -126,11 +126,7 @@ def generation(row, model, tok, prompt, examples, lead):
         inputs = left_padded([lead + a for a, _ in examples], tok)
     else:
         context = llm.context_from_text(model, tok, prompt, 10)[0]  # n = 10 positions, as PEFT's virtual tokens
-        emb, mask = llm._inputs(model, context, data.collate(examples, tok))
-        if not model.config.is_encoder_decoder:  # left-padded, as llm.generate does
-            lengths = mask.sum(1)
-            emb = torch.stack([torch.roll(e, int(emb.shape[1] - n), 0) for e, n in zip(emb, lengths)])
-            mask = torch.stack([torch.roll(m, int(mask.shape[1] - n), 0) for m, n in zip(mask, lengths)])
+        emb, mask = llm.generation_inputs(model, context, data.collate(examples, tok))
         inputs = {"inputs_embeds": emb, "attention_mask": mask}
     times = []
     with torch.inference_mode():

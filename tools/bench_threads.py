@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-import checkpoint
+from runtime import checkpoint
 
 
 def pretrain_once(out, *, steps, fn="pretrain", **env):

@@ -27,7 +27,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-import checkpoint
+from runtime import checkpoint
 import data
 import llm
 import prompts

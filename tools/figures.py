@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # before pyplot: files only, no display
 import matplotlib.pyplot as plt
 import torch
 
-import checkpoint
+from runtime import checkpoint
 import llm
 import prompts
 from tools import report

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-import checkpoint
+from runtime import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = re.compile(r"^<!-- report: (.+?)(?: => (\S+))? -->\n(.*?)^<!-- /report -->", re.DOTALL | re.MULTILINE)
