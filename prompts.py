@@ -26,6 +26,14 @@ train.py and sample.py see a method only through these members:
     module.label(**sample options)      the name of its rows
     module.checkpoint()                 {"kind", "config", "weights"}: all it needs to rebuild itself
     Method.from_checkpoint(ckpt)        the module again, from that dict alone
+    module.fit(model=, tok=, examples=, features=, generator=, cache=)
+                                        optional: run after train.py's loop by a method that also learns
+                                        from targets that its loop's result makes (methods/ddpt_pd.py);
+                                        returns a report for the log, or None if there was nothing to do
+    module.oracle(model, tok, examples) optional: (a row name, contexts (N, n, d)) fitted to the test
+                                        pairs' references, an upper bound sample.py scores beside the rows
+    control                             a one-row method that is another's control (DDPT-PD's regressor):
+                                        the tables compare stochastic methods' top-1 rows with it too
     module.adapt(model)                 a context manager under which the LLM carries the method's own
                                         change to it (methods/lora.py); a prompt changes nothing. Called
                                         before the optimiser is made: the module may build its parts here
@@ -158,6 +166,7 @@ class PromptMethod(nn.Module):
     options = {}
     stochastic = False  # True: k draws differ, and sample.py adds best-of-k and oracle rows
     conditional = False  # True: its prompts depend on the instruction's features (cond.py)
+    control = False  # True: the top-1 rows are compared with its row too (methods/ddpt_pd.py's regressor)
 
     def __new__(cls, *args, **options):
         module = super().__new__(cls)

@@ -48,6 +48,7 @@ def parse(argv=None):
     a("--num-beams", type=count, default=1, help="1 = greedy, the paper's setting")
     a("--batch-size", type=count, default=32, help="test pairs per generation batch")
     a("--limit", type=count, default=None, help="score only the first N test pairs")
+    a("--seed", type=int, nargs="+", default=None, help="score only these training seeds' checkpoints (default: every seed<S> folder)")
     a("--select-pairs", type=count, default=500, help="training pairs a learned pick among k draws is fitted on")
     a("--data", default=None, choices=tests, help="test on an evaluation set instead of the run's own test split")
     a("--temperature", type=float, default=0.8, help="humaneval: the manual prompt's k samples, with --top-p")
@@ -105,6 +106,11 @@ def main(argv=None):
         sys.exit(f"no run in {args.out}: train one first with python train.py --out {args.out}")
     with checkpoint.lock(args.out):
         seeds = sorted(int(f[4:]) for f in os.listdir(args.out) if re.fullmatch(r"seed\d+", f))
+        if args.seed is not None:
+            if set(args.seed) - set(seeds):
+                sys.exit(f"--seed {' '.join(map(str, sorted(set(args.seed) - set(seeds))))}: {args.out} has no such seed folder "
+                         f"(it has {', '.join(map(str, seeds)) or 'none'})")
+            seeds = [s for s in seeds if s in args.seed]
         runs = {seed: ckpts for seed in seeds if (ckpts := trained(os.path.join(args.out, f"seed{seed}")))}
         if not runs:
             sys.exit(f"no checkpoint in {args.out} yet: train.py writes one every --eval-every steps")
@@ -151,8 +157,8 @@ def run(args, runs):
     if any(METHODS[name].conditional for ckpts in runs.values() for name in ckpts):  # once for every seed
         setup.features = {"test": llm.instruction_features(model, tok, examples),
                           "train": llm.instruction_features(model, tok, train_examples)}
-    generations = lambda name: args.k if METHODS[name].stochastic else 1  # a method's generations per pair
-    # (a data set's report may generate k more per pair: HumanEval's manual samples)
+    # a method's generations per pair (a data set's report may generate k more: HumanEval's manual samples)
+    generations = lambda name: (args.k if METHODS[name].stochastic else 1) + hasattr(METHODS[name], "oracle")
     per_pair = 2 + len(args.peft) + sum(sum(map(generations, ckpts)) + (args.k if tested.report else 0) for ckpts in runs.values())
     setup.bar = tqdm(total=len(test) * per_pair, unit="pair", file=sys.stderr, dynamic_ncols=True)
     baselines = [score(setup, "no context", torch.zeros(0, llm.embeddings(model).shape[1]), role="baseline"),
@@ -212,21 +218,30 @@ def score_seed(setup, ckpts, *, seed, baselines):
     for name in sorted(ckpts, key=lambda m: METHODS[m].stochastic):
         module = METHODS[name].from_checkpoint(ckpts[name]).to(device)
         options = {option: getattr(setup.args, option) for option in module.declared("sample")}
+        started = time.perf_counter()
         with module.adapt(setup.model):  # the LLM as the method changed it (methods/lora.py); a prompt: as it is
             if module.stochastic:
                 rows, raw, drawn, res.spread[name] = draw_rows(setup, module, options=options, seed=seed)
                 res.rows += rows
                 res.raw |= raw
                 res.draws |= drawn
-                continue
-            t0 = time.perf_counter()
-            given = {"features": setup.features["test"]} if module.conditional else {}  # one prompt per pair
-            ctx = module.sample(1, generator=torch.Generator().manual_seed(seed), **options, **given)[0]
-            label = module.label(**options)
-            row, res.raw[label] = score(setup, label, ctx, role="tuned", secs=time.perf_counter() - t0)
-        res.rows.append(row)
-        first = ctx if ctx.dim() == 2 else ctx[0]  # (that of the first test pair)
-        res.spread[name] = {"title": module.title, "nearest_tokens": llm.nearest_tokens(setup.model, setup.tok, first, k=3)}
+            else:
+                t0 = time.perf_counter()
+                given = {"features": setup.features["test"]} if module.conditional else {}  # one prompt per pair
+                ctx = module.sample(1, generator=torch.Generator().manual_seed(seed), **options, **given)[0]
+                label = module.label(**options)
+                row, res.raw[label] = score(setup, label, ctx, role="control" if module.control else "tuned",
+                                            secs=time.perf_counter() - t0)
+                res.rows.append(row)
+                first = ctx if ctx.dim() == 2 else ctx[0]  # (that of the first test pair)
+                res.spread[name] = {"title": module.title,
+                                    "nearest_tokens": llm.nearest_tokens(setup.model, setup.tok, first, k=3)}
+        res.spread[name]["secs"] = time.perf_counter() - started  # its prompts, generations, picks and scores
+        if hasattr(module, "oracle"):  # an upper bound fitted to each test pair's reference (methods/ddpt_pd.py)
+            doing(setup, f"{setup.where}{module.title}: the oracle, fitted to the references")
+            label, ctx = module.oracle(setup.model, setup.tok, setup.examples)
+            row, res.raw[label] = score(setup, label, ctx, role="oracle")
+            res.rows.append(row)
     if setup.tested.report:
         doing(setup, f"{setup.where}the data set's own report")
         res.extra = setup.tested.report(setup, res, generate)

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -165,17 +166,18 @@ def setup(name, run, seed):
 
 
 def resume(module, opt, g, path, cfg):
-    """The step a stopped run continues from: 0, or its checkpoint's, with the module's weights, the
-    optimiser's state and the generator's position restored (rank 0 reads it, every rank gets it)."""
+    """The step a stopped run continues from (0, or its checkpoint's) and the seconds spent before it,
+    with the module's weights, the optimiser's state and the generator's position restored (rank 0
+    reads it, every rank gets it)."""
     ckpt = checkpoint.load(path) if distributed.is_main() and os.path.exists(path) else None
     ckpt = distributed.broadcast(ckpt)
     if ckpt is None:
-        return 0
+        return 0, 0.0
     checkpoint.check(ckpt, module.kind, module.config() | {"model": cfg["model"], "prompt": cfg["prompt"]})
     module.load_state_dict(ckpt["weights"])
     opt.load_state_dict(ckpt["optimizer"])
     g.set_state(ckpt["rng"])
-    return ckpt["step"]
+    return ckpt["step"], ckpt.get("train_secs", 0.0)
 
 
 def step(ddp, module, opt, run, g, *, name):
@@ -214,7 +216,9 @@ def train(name, run, *, seed, folder, log):
     cfg, is_main = run.cfg, distributed.is_main()
     module, adapted, opt, g = setup(name, run, seed)
     path = os.path.join(folder, f"{name}.pt")
-    start = resume(module, opt, g, path, cfg) if run.resumed else 0
+    start, before = resume(module, opt, g, path, cfg) if run.resumed else (0, 0.0)
+    clock = lambda: before + time.perf_counter() - t0  # this method's training seconds, validation included
+    t0 = time.perf_counter()
     manual = heldout_loss(run.model, run.tok, llm.text_context(run.model, run.tok, cfg["prompt"]), run.valid_ex)
     ddp = distributed.wrap(module)
     with adapted, tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=f"{name}, seed {seed}",
@@ -235,9 +239,26 @@ def train(name, run, *, seed, folder, log):
             log.write(json.dumps(record) + "\n")
             log.flush()
             if due and is_main:  # after the log row: a run killed in between redoes (and re-logs) the step on --resume
-                checkpoint.save(module.checkpoint() | {"run": cfg, "seed": seed, "optimizer": opt.state_dict(),
-                                                       "rng": g.get_state(), "step": i + 1}, path)
+                save(module, opt, g, run, seed=seed, step=i + 1, secs=clock(), path=path)
+        if hasattr(module, "fit"):  # a method that also learns from targets its loop's result makes (methods/ddpt_pd.py)
+            found = module.fit(model=run.model, tok=run.tok, examples=run.train_ex, features=run.feats["train"],
+                               generator=g, cache=folder if is_main else None)
+            if found is not None:  # (None: fitted already, a resumed run)
+                record = {"method": name, "step": cfg["steps"], "fit": found, "valid_token_loss": evaluate(module, run),
+                          "valid_token_loss_manual": manual}
+                if is_main:
+                    bar.write(f"{name} seed {seed} fitted: held-out token loss {record['valid_token_loss']:.4f}")
+                    log.write(json.dumps(record) + "\n")
+                    save(module, opt, g, run, seed=seed, step=cfg["steps"], secs=clock(), path=path)
     return module
+
+
+def save(module, opt, g, run, *, seed, step, secs, path):
+    """The checkpoint: the module's own (kind, config, weights), the run's config, what --resume needs,
+    and what it cost: trainable parameters and training seconds so far."""
+    checkpoint.save(module.checkpoint() | {"run": run.cfg, "seed": seed, "optimizer": opt.state_dict(),
+                                           "rng": g.get_state(), "step": step, "train_secs": secs,
+                                           "params": sum(p.numel() for p in module.parameters())}, path)
 
 
 def main(argv=None):

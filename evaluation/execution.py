@@ -43,7 +43,8 @@ from evaluation import sandbox
 
 Program = namedtuple("Program", "code test expect", defaults=("", None))
 MAX_PROCESSES = 16
-RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")) as _f:
+    RUNNER = _f.read()  # its source, run with -c: the sandbox holds none of the harness's files
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # plus the harness's LD_LIBRARY_PATH: its interpreter may need it
 ENV |= {k: os.environ[k] for k in ("LD_LIBRARY_PATH",) if k in os.environ}
 LIMIT_SIGNALS = {"SIGXCPU": "CPU time limit", "SIGXFSZ": f"file size limit ({16} MiB)"}
@@ -87,8 +88,8 @@ def run_one(program, timeout=10.0, memory_mb=1024):
     with tempfile.TemporaryDirectory(prefix="ddpt-exec-") as logs:  # the harness's files, out of the program's reach
         work = None if bwrap else tempfile.mkdtemp(prefix="ddpt-exec-work-")
         report, err = open(os.path.join(logs, "report"), "w+b"), open(os.path.join(logs, "err"), "w+b")
-        runner = [sys.executable, "-I", RUNNER, str(slot.uid) if slot else "-", str(report.fileno()),
-                  str(int(timeout) + 1), "0" if group else str(memory_mb * 2 ** 20 // sandbox.NO_CGROUP_PROCESSES),
+        runner = [sys.executable, "-I", "-c", RUNNER, str(slot.uid) if slot else "-", str(report.fileno()),
+                  str(int(timeout) + 1), str(memory_mb * 2 ** 20 // (1 if group else sandbox.NO_CGROUP_PROCESSES)),
                   str(MAX_PROCESSES if group else sandbox.NO_CGROUP_PROCESSES)]
         argv = sandbox.launch(runner, group=group) if bwrap else runner
         t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 """The first process inside the sandbox (sandbox.py): it runs the candidate, then the tests, and
-only it can say that they passed. Never imported; run as `python -I runner.py UID FD CPU AS NPROC`.
+only it can say that they passed. Never imported; run as `python -I -c <this source> UID FD CPU AS NPROC`
+(the sandbox holds no file of the harness).
 
 Its stdin brings {"nonce", "code", "test"} as JSON; it reads all of it and closes stdin before any
 candidate code runs. Then, as the sandbox user (UID, or "-" to stay who it is) under the limits:
@@ -36,10 +37,10 @@ def main(uid, fd, cpu, address_space, processes):
         os.setuid(int(uid))
     limits = [(resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, 16 * 2 ** 20), (resource.RLIMIT_NOFILE, 64),
               (resource.RLIMIT_NPROC, processes), (resource.RLIMIT_CORE, 0)]
-    if address_space:  # no cgroup: memory is bounded per process
+    if address_space:  # per process (the cgroup, where there is one, bounds the whole program)
         limits.append((resource.RLIMIT_AS, address_space))
     for limit, value in limits:
-        resource.setrlimit(limit, (value, value))
+        resource.setrlimit(limit, (value, value))  # soft = hard: nothing can be raised, as the user has no capability
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # a file past its limit kills: the harness sees the signal
     with open("program.py", "w", encoding="utf-8") as f:
         f.write(code)

@@ -6,14 +6,17 @@ bounds the program as a whole, and sandbox user ids reserved across processes.
     argv = launch(runner_argv, group=group)      # the command that starts the runner in the sandbox
 
 The sandbox (bubblewrap, `apt-get install bubblewrap`) gives the program new user (when not
-root), PID, IPC, network, UTS and mount namespaces: it sees only its own processes, no System V
-IPC of anyone else (and none of its own survives it), no network (a loopback only), the machine's
-files read-only, and as the only writable place a size-limited tmpfs on /tmp (WORK_MB) whose folder
-WORK is its working directory, HOME and TMPDIR, holding its own files alone, with the homes, /run,
-/var/tmp and /dev/shm empty and read-only. The interpreter
-running the harness and every folder on its sys.path are bound back in, wherever they live, so
-the program runs under the same Python with the same packages (an interpreter under /tmp shows up
-in /tmp, never in WORK). bwrap starts the program in a
+root), PID, IPC, network, UTS and mount namespaces: it sees only its own processes (each program
+its own PID namespace and, as root, its own user id: no other evaluation's program to signal or
+trace), no System V IPC of anyone else (and none of its own survives it), no network (a loopback
+only), and of the machine's files only the system's folders (SYSTEM: /usr, /etc, ...) and the
+interpreter's installation, read-only; as the only writable place a size-limited tmpfs on /tmp
+(WORK_MB) whose folder WORK is its working directory, HOME and TMPDIR, holding its own files alone.
+No home, no /run, /var or /work, nothing of the harness (the runner is given as source); /root
+only where the interpreter lives under it, and then just the folders that lead to it. The
+interpreter's site-packages are empty but for PACKAGES (numpy): a benchmark's data (HumanEval's
+canonical solutions) and the harness's own packages are not there to read. An interpreter under
+/tmp shows up in /tmp, never in WORK. bwrap starts the program in a
 session of its own and kills it when bwrap's parent dies; when the program's first process
 ends, the PID namespace ends and the kernel kills every process left in it.
 
@@ -21,18 +24,23 @@ As root, the runner drops to the slot's user id (no groups, no capabilities, no 
 before it touches the program, and a cgroup (v2, else the v1 memory and pids controllers) bounds
 memory (tmpfs and memfd pages included, no swap) and processes of the whole sandbox, with the
 harness reading its counters afterwards: a limit is what was observed, not what the program
-printed. Without a cgroup the bounds are per process (runner.py: address space
-memory_mb / NO_CGROUP_PROCESSES each, at most NO_CGROUP_PROCESSES processes), and pages held
+printed. Every limit the runner sets has soft = hard (address space memory_mb per process, CPU
+time, file size, open files, processes), so the program cannot raise one. Without a cgroup the bounds
+are per process (address space memory_mb / NO_CGROUP_PROCESSES each, at most NO_CGROUP_PROCESSES
+processes), and pages held
 outside an address space (memfd files, System V shared memory) escape them. Without bwrap (or
 where it cannot start), `backend()` says "plain": limits and a session only, no isolation (and as
 root no process bound: root is exempt from RLIMIT_NPROC).
 """
 import fcntl
+import importlib.util
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
+import sysconfig
 import time
 
 UID_BASE = 61000  # sandbox user ids UID_BASE + slot: unused by any account on a normal system
@@ -41,7 +49,6 @@ SLOT_DIR = "/run/ddpt-sandbox"  # root only; lock files that reserve user ids ac
 WORK_MB = 64  # the tmpfs on /tmp: everything the program may write
 WORK = "/tmp/ddpt-program"  # its working directory inside that tmpfs, beside any interpreter folder bound under /tmp
 NO_CGROUP_PROCESSES = 4
-HIDDEN = ("/tmp", "/var/tmp", "/run", "/dev/shm", "/root", "/home")  # read-only and empty inside
 
 
 class Slot:
@@ -187,36 +194,80 @@ def backend():
     return _BACKEND["name"]
 
 
+PACKAGES = ("numpy",)  # what a generated program may import beyond the standard library (bound read-only)
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")  # the system, read-only
+
+
+def site_folders():
+    """The interpreter's package folders (site-packages): hidden inside the sandbox, but for PACKAGES."""
+    found = set(site.getsitepackages()) | {site.getusersitepackages()} | set(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    found |= {p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))}
+    return sorted({os.path.realpath(p) for p in found})
+
+
 def python_paths():
-    """Folders the sandbox must show for this interpreter and its packages to work, and the runner."""
+    """(folders to bind, folders to hide, package folders to bind back into those): the interpreter's
+    installation (its prefixes: binary, libpython, standard library), without its site-packages, where
+    a benchmark's data (HumanEval's solutions) and the harness's own packages live; then PACKAGES."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
-             os.path.dirname(os.path.abspath(__file__))}
-    paths |= {p for p in sys.path if p and os.path.isdir(p)}
+             sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
     paths = sorted(os.path.realpath(p) for p in paths)
-    return [p for i, p in enumerate(paths) if not any(p.startswith(q + "/") for q in paths[:i])]
+    paths = [p for i, p in enumerate(paths) if not any(p.startswith(q + "/") for q in paths[:i])]
+    hide = [d for d in site_folders() if os.path.isdir(d) and any(d == p or d.startswith(p + "/") for p in paths + list(SYSTEM))]
+    back = []
+    for name in PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            folder = os.path.realpath(list(spec.submodule_search_locations)[0])
+            back += [f for f in (folder, folder + ".libs") if os.path.isdir(f)]  # (.libs: a wheel's own shared libraries)
+    return paths, hide, back
+
+
+def _bind_into(argv, path, under):
+    """--ro-bind path, with the folders between `under` (a tmpfs) and it made traversable."""
+    parts = path[len(under) + 1:].split("/")
+    for i in range(1, len(parts)):
+        argv += ["--perms", "0755", "--dir", "/".join([under] + parts[:i])]
+    argv += ["--ro-bind", path, path]
 
 
 def launch(command, group, work_mb=WORK_MB):
     """argv that runs `command` in the sandbox (bwrap as root: no user namespace, so that the
-    runner can drop to the slot's user id; otherwise a user namespace), in `group`'s cgroup."""
+    runner can drop to the slot's user id; otherwise a user namespace), in `group`'s cgroup. The
+    sandbox's file system is the system's folders (SYSTEM), the interpreter (`python_paths`), /proc,
+    /dev and a tmpfs on /tmp: no home, no /root but the folders that lead to the interpreter, no /run,
+    no /work, none of the harness's files or packages."""
     argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+            "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
     if os.geteuid() != 0:
         argv[1:1] = ["--unshare-user"]
-    for d in HIDDEN:
-        if os.path.isdir(d) and d != "/tmp":
-            argv += ["--tmpfs", d]
+    for d in SYSTEM:
+        if os.path.islink(d):
+            argv += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            argv += ["--ro-bind", d, d]
     argv += ["--perms", "1777", "--size", str(work_mb * 2 ** 20), "--tmpfs", "/tmp"]
-    for p in python_paths():  # bound back in, parents world-traversable (bwrap makes them 0700)
-        hidden = next((d for d in HIDDEN if p.startswith(d + "/")), None)
-        if hidden:
-            parts = p[len(hidden) + 1:].split("/")
-            for i in range(1, len(parts)):
-                argv += ["--perms", "0755", "--dir", "/".join([hidden] + parts[:i])]
+    paths, hide, back = python_paths()
+    made = set()  # the tmpfs folders made to hold bound paths, read-only once all are in
+    for p in paths:
+        top = "/" + p.split("/")[1]
+        if any(p == d or p.startswith(d + "/") for d in SYSTEM):
+            continue  # bound with the system already
+        if p == top:
             argv += ["--ro-bind", p, p]
-    for d in HIDDEN:
-        if os.path.isdir(d) and d != "/tmp":
-            argv += ["--remount-ro", d]
+            continue
+        if top not in made and top != "/tmp":  # under /root, /home, /opt...: only the path to it is shown
+            argv += ["--tmpfs", top]
+            made.add(top)
+        _bind_into(argv, p, top)  # (an interpreter under /tmp shows up in /tmp, never in WORK)
+    for d in hide:
+        argv += ["--tmpfs", d]
+        for f in back:
+            if f.startswith(d + "/"):
+                _bind_into(argv, f, d)
+        argv += ["--remount-ro", d]
+    for top in sorted(made) + ["/dev/shm"]:
+        argv += ["--remount-ro", top]
     argv += ["--perms", "1777", "--dir", WORK, "--chdir", WORK, "--setenv", "HOME", WORK, "--setenv", "TMPDIR", WORK,
              "--"] + list(command)
     if group:  # a shell joins the cgroup, then becomes bwrap: the sandbox is born inside it

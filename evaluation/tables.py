@@ -36,8 +36,9 @@ TESTED = ["bleu4", "codebleu", "exact_match"]  # the metrics the bootstrap compa
 @dataclass
 class Row:
     """One row of a seed's table. role: "baseline" (no context, manual prompt), "tuned" (a one-row
-    method), "top-1" (a stochastic method's first draw) or "pick" (another choice among its draws):
-    tables.py compares rows by role."""
+    method), "control" (a one-row method the top-1 rows are compared with too), "top-1" (a stochastic
+    method's first draw), "pick" (another choice among its draws) or "oracle" (fitted to the
+    references: an upper bound): tables.py compares rows by role."""
     name: str
     role: str
     gens: list  # the extracted code, one per test pair
@@ -85,12 +86,12 @@ def tag(args):
 def comparisons(rows):
     """(A, B) row names to compare in one seed's results. The first one-row tuned method is the
     baseline (soft prompt tuning, the first registered): stochastic top-1 rows against the manual prompt
-    and the baseline, the other picks among the draws and the other one-row methods (LoPA, LoRA)
-    against the baseline."""
+    and the baseline (and a control, DDPT-PD's regressor), the other picks among the draws, the other
+    one-row methods (LoPA, LoRA), the controls and the oracles against the baseline."""
     named = lambda role: [r.name for r in rows if r.role == role]
     base = named("tuned")[:1]
-    return ([(a, b) for a in named("top-1") for b in ["manual prompt", *base]]
-            + [(a, b) for a in named("pick") + named("tuned")[1:] for b in base])
+    return ([(a, b) for a in named("top-1") for b in ["manual prompt", *base, *named("control")]]
+            + [(a, b) for a in named("pick") + named("tuned")[1:] + named("control") + named("oracle") for b in base])
 
 
 def as_dict(row):

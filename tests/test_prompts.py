@@ -97,7 +97,7 @@ def test_importing_the_core_loads_no_method_beyond_the_paper():
             "print(sorted(prompts.METHODS)); prompts.discover(); print(sorted(prompts.METHODS), sorted(prompts.PICKS))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout.splitlines()
-    assert out == ["['ddpt', 'prompt-tuning']", "['ddpt', 'ddpt-cond', 'ddpt-mcl', 'ddpt-mcl-cond', 'lopa', 'lora', 'prompt-tuning'] "
+    assert out == ["['ddpt', 'prompt-tuning']", "['ddpt', 'ddpt-cond', 'ddpt-mcl', 'ddpt-mcl-cond', 'ddpt-pd', 'ddpt-pd-mlp', 'lopa', 'lora', 'prompt-tuning', 'prompt-tuning-vocab', 'reparam'] "
                    "['best-of-{k}, LLM likelihood', 'consensus (MBR, BLEU)', 'reviewer, p(instruction | code)', 'selected']"]
 
 

