@@ -9,7 +9,8 @@ For each training seed (seed<S> folder), one table on the same test pairs: no co
 prompt, then every method with a checkpoint there, rebuilt from the checkpoint alone: one row for a
 deterministic method (soft prompt tuning); for a stochastic one (DDPT) its k draws' top-1, each pick
 of prompts.PICKS (methods/selector.py: best-of-k by the LLM's likelihood, a learned pick) and the
-oracle best-of-k, with how much the draws differ. Every generation goes through one code extraction (`llm.extract_code`) before scoring;
+oracle best-of-k, with how much the draws differ; for a method that has one (`oracle`: DDPT-PD), its
+upper bound fitted to each test reference. Every generation goes through one code extraction (`llm.extract_code`) before scoring;
 programs run only in evaluation/execution.py's sandbox. evaluation/tables.py writes each seed's
 results.md / results.json / generations.jsonl and the run folder's table over seeds.
 """

@@ -217,8 +217,8 @@ def train(name, run, *, seed, folder, log):
     module, adapted, opt, g = setup(name, run, seed)
     path = os.path.join(folder, f"{name}.pt")
     start, before = resume(module, opt, g, path, cfg) if run.resumed else (0, 0.0)
-    clock = lambda: before + time.perf_counter() - t0  # this method's training seconds, validation included
     t0 = time.perf_counter()
+    clock = lambda: before + time.perf_counter() - t0  # this method's training seconds, validation included
     manual = heldout_loss(run.model, run.tok, llm.text_context(run.model, run.tok, cfg["prompt"]), run.valid_ex)
     ddp = distributed.wrap(module)
     with adapted, tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=f"{name}, seed {seed}",

@@ -84,6 +84,7 @@ def test_resume_of_a_folder_without_a_run_stops(cache, tmp_path):
     (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
     (["--k", "0"], "argument --k: must be at least 1, got 0"),
     (["--guidance", "1"], "--guidance is an option of --method ddpt-cond or ddpt-mcl-cond or ddpt-pd, and"),
+    (["--seed", "0", "7"], "--seed 7: "),
 ])
 def test_sample_refuses_bad_options(cache, previous, args, message):
     before = snapshot(previous)
