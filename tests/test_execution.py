@@ -255,7 +255,8 @@ def test_the_benchmark_data_and_the_harness_are_out_of_reach():
 def test_no_limit_can_be_raised():
     assert run(execution.Program("", LIMITS))["preview"] == repr(("none raised",))
     r = run(execution.Program("", "import resource\nresult = (str(resource.getrlimit(resource.RLIMIT_AS)),)\n"))
-    assert r["status"] == "passed" and r["preview"] == repr((str((2 ** 30, 2 ** 30)),)), r  # memory_mb per process
+    soft, hard = ast.literal_eval(ast.literal_eval(r["preview"])[0])
+    assert soft == hard and soft in (2 ** 30, 2 ** 30 // sandbox.NO_CGROUP_PROCESSES), r  # memory_mb per process (a quarter without a cgroup)
 
 
 @contained
