@@ -45,6 +45,7 @@ PICKS holds the ways of choosing one of a stochastic method's k draws per test p
 """
 import argparse
 import contextlib
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -159,6 +160,26 @@ def unused_option(args, when, used):
         if getattr(args, name) != opt.default and not set(kinds) & set(used):
             return opt.name_on_command_line(name), kinds
     return None
+
+
+def rates(values, methods):
+    """train.py's --lr values -> {method: rate}: one RATE for every method trained, or METHOD=RATE pairs."""
+    out = {}
+    for value in values:
+        method, _, rate = value.rpartition("=")
+        try:
+            rate = float(rate)
+        except ValueError:
+            sys.exit(f"--lr {value}: expected a rate (3e-4) or METHOD=RATE (lora=3e-4)")
+        if not rate > 0:
+            sys.exit(f"--lr must be positive, got {rate}")
+        if len(values) == 1 and not method:  # one rate for every method
+            return dict.fromkeys(methods, rate)
+        if method not in methods:
+            sys.exit(f"--lr {value}: {method or 'a rate without METHOD='} is not trained in this run "
+                     f"(--method {' '.join(methods)}): give one rate, or METHOD=RATE for a trained method")
+        out[method] = rate
+    return out
 
 
 class PromptMethod(nn.Module):

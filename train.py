@@ -37,7 +37,7 @@ import llm
 import prompts
 from ddpt import objective
 from models import tiny
-from prompts import METHODS, count
+from prompts import METHODS, count, rates
 
 DEFAULT = ["ddpt", "prompt-tuning"]  # what train.py trains when --method is not given: the paper's and its baseline
 VALID_DRAWS = 4  # contexts a stochastic method's held-out loss averages over
@@ -80,26 +80,6 @@ def parse(argv=None):
       "count, on the CPU (default: on for the tiny model there; about 1.5x the time of 2 threads: docs/reliability.md)")
     prompts.add_options(p.add_argument_group("options of the methods (each names its --method)"), "train")
     return p.parse_args(argv)
-
-
-def rates(values, methods):
-    """--lr's values -> {method: rate}: one RATE for every method trained, or METHOD=RATE pairs."""
-    out = {}
-    for value in values:
-        method, _, rate = value.rpartition("=")
-        try:
-            rate = float(rate)
-        except ValueError:
-            sys.exit(f"--lr {value}: expected a rate (3e-4) or METHOD=RATE (lora=3e-4)")
-        if not rate > 0:
-            sys.exit(f"--lr must be positive, got {rate}")
-        if len(values) == 1 and not method:  # one rate for every method
-            return dict.fromkeys(methods, rate)
-        if method not in methods:
-            sys.exit(f"--lr {value}: {method or 'a rate without METHOD='} is not trained in this run "
-                     f"(--method {' '.join(methods)}): give one rate, or METHOD=RATE for a trained method")
-        out[method] = rate
-    return out
 
 
 def configure(args, *, tok, out, device, reproducible, cut):
