@@ -41,10 +41,10 @@ PD = ["--pd-pairs", "128", "--pd-steps", "10", "--pd-lr", "0.1"]  # DDPT-PD's ta
 OWN = {"ddpt-mcl-cond": ["--K", "3"], "ddpt-pd": PD, "ddpt-pd-mlp": PD}  # a rung's own options
 SAMPLING = ["--limit", "80", "--max-new-tokens", "64", "--batch-size", "40", "--select-pairs", "200"]
 RUNGS = {  # the rungs, in the table's order, and the rates each is swept over (None: soft prompt tuning's; a
-    # fourth rate where the first sweep's best was at the edge of three)
-    "prompt-tuning": [3e-2, 1e-1, 3e-1], "prompt-tuning-vocab": [1e-2, 3e-2, 1e-1, 3e-1], "reparam": [3e-5, 1e-4, 3e-4, 1e-3],
+    # rate more where a sweep's best was at the edge)
+    "prompt-tuning": [3e-2, 1e-1, 3e-1], "prompt-tuning-vocab": [1e-2, 3e-2, 1e-1, 3e-1], "reparam": [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
     "ddpt": [3e-5, 1e-4, 3e-4], "ddpt-mcl-cond": [1e-4, 3e-4, 1e-3], "ddpt-pd": None, "ddpt-pd-mlp": None,
-    "lopa": [3e-3, 1e-2, 3e-2], "lora": [1e-3, 3e-3, 1e-2]}
+    "lopa": [3e-3, 1e-2, 3e-2, 1e-1], "lora": [1e-3, 3e-3, 1e-2]}
 BASE = "soft prompt tuning"  # the row every other is compared with
 SHOWN = ["bleu4", "conala_bleu", "codebleu", "exact_match"]
 
