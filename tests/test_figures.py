@@ -40,3 +40,10 @@ def test_every_figure_is_drawn(cache, tmp_path, capsys):
         pixels = matplotlib.image.imread(path)
         assert pixels.ndim == 3 and pixels.std() > 0.05  # not a blank canvas
     assert not [f for f in os.listdir(tmp_path / "figures") if f.startswith(".")]  # no half-written file left
+
+
+def test_glance_alone_needs_no_run(tmp_path, capsys):
+    figures.main(["--glance", "--out", str(tmp_path)])
+    assert os.listdir(tmp_path) == ["glance.png"] and "docs/figures/glance.png" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        figures.main([])  # neither a run nor --glance

@@ -8,7 +8,7 @@ from evaluation.tables import seed_summary
 from tools import ladder
 
 
-def test_the_ladder_sweeps_runs_seeds_and_tables_from_its_records(cache, tmp_path, monkeypatch):
+def test_the_ladder_sweeps_runs_seeds_and_tables_from_its_records(cache, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DDPT_CACHE", str(cache))
     monkeypatch.setattr(ladder, "SETTINGS", ["--batch-size", "4", "--steps", "2", "--eval-every", "2"])
     monkeypatch.setattr(ladder, "OWN", {"ddpt-pd-mlp": ["--pd-pairs", "8", "--pd-steps", "2", "--fit-steps", "20", "--r", "8"]})
@@ -18,8 +18,10 @@ def test_the_ladder_sweeps_runs_seeds_and_tables_from_its_records(cache, tmp_pat
     monkeypatch.setattr(ladder, "figure", lambda *a: None)
     ladder.main(["--seeds", "0", "1", "--out", str(out), "--record", str(record)])
     sweep = json.load(open(record / "sweep.json"))
+    best = min((3e-2, 1e-1), key=lambda lr: sweep[f"prompt-tuning={lr:g}"]["loss"])
+    assert f"**{best:g}: {sweep[f'prompt-tuning={best:g}']['loss']:.4f}**" in capsys.readouterr().out  # the sweep's table
     assert set(sweep) == {"prompt-tuning=0.03", "prompt-tuning=0.1"}
-    assert sorted(os.listdir(record)) == ["seed0", "seed1", "sweep.json"]
+    assert sorted(os.listdir(record)) == ["ladder.md", "seed0", "seed1", "sweep.json"]
     costs = json.load(open(record / "seed1" / "costs.json"))
     assert costs["ddpt-pd-mlp"]["params"] > costs["prompt-tuning"]["params"] > 0 and costs["prompt-tuning"]["train_secs"] > 0
     text, stats, seeds = ladder.table(str(record))
@@ -29,6 +31,11 @@ def test_the_ladder_sweeps_runs_seeds_and_tables_from_its_records(cache, tmp_pat
     (mean, low, high), up, down, n = stats["DDPT-PD regressor"]["vs"]["bleu4"]
     diffs = [r["DDPT-PD regressor"]["bleu4"] - r["soft prompt tuning"]["bleu4"] for r in rows]
     assert n == 2 and (mean, low, high) == pytest.approx(seed_summary(diffs)) and up + down <= 2
+    capsys.readouterr()
+    ladder.main(["--headline", "--record", str(record)])  # the README's rows: the rungs' first rows, no picks
+    shown = capsys.readouterr().out
+    assert "| manual prompt | 0 |" in shown and "| DDPT-PD regressor |" in shown and "| soft prompt tuning |" in shown
+    assert f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] {up}↑ {down}↓ of 2" in shown and "best-of" not in shown
     mtime = os.path.getmtime(record / "seed0" / "costs.json")
     ladder.main(["--seeds", "0", "--out", str(out), "--record", str(record)])  # finished: read, not run again
     assert os.path.getmtime(record / "seed0" / "costs.json") == mtime

@@ -8,8 +8,11 @@ matplotlib's Agg backend: no display needed).
     prompts.png   where the prompts sit: each method's sampled context vectors, the manual prompt's
                   and the vocabulary's in one PCA, with each position's nearest token of the first draw
     curves.png    held-out token loss against step for every method, mean and range over the seeds
-    glance.png    BLEU-4, CodeBLEU and exact match of every row, mean ± std over the seeds, as the demo's
-                  and SmolLM2's tables in docs/results.md state them
+    glance.png    BLEU-4, CodeBLEU and exact match, mean ± std over the seeds: every row of the demo's
+                  table in docs/results.md, and each rung of the ladder (tools/ladder.py's records:
+                  SmolLM2-135M-Instruct / CoNaLa) with the manual prompt
+
+    python -m tools.figures --glance                # glance.png alone, from the documents and records
 
 It prints one table row per figure, which report.py keeps in the figures' block.
 """
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 
 import matplotlib
 matplotlib.use("Agg")  # before pyplot: files only, no display
@@ -26,10 +30,10 @@ import torch
 from runtime import checkpoint
 import llm
 import prompts
-from tools import report
+from tools import ladder, report
 
 FIGURES = os.path.join(report.ROOT, "docs", "figures")
-GLANCE = (("the demo (tiny model)", "tiny-demo"), ("SmolLM2-135M-Instruct, CoNaLa", "smollm2-conala-3seeds"))
+GLANCE = (("the demo (tiny model)", "tiny-demo"),)  # (label, a report block's command) per panel; then the ladder
 
 
 def chain(module, k, seed, keep=200):
@@ -163,20 +167,27 @@ def curves(run, path):
     plt.close(fig)
 
 
-def glance(path, doc=os.path.join(report.ROOT, "docs", "results.md"), cols=("bleu4", "codebleu", "exact_match")):
-    """Bars of every row's mean with its std over seeds, one panel per table of GLANCE in `doc`."""
-    fig, axes = plt.subplots(1, len(GLANCE), figsize=(7 * len(GLANCE), 5.8), squeeze=False)
-    for ax, (label, match) in zip(axes[0], GLANCE):
-        table = report.means(report.block(doc, match)[2])
+def glance(path, doc=os.path.join(report.ROOT, "docs", "results.md"), record=os.path.join(report.ROOT, "docs", "ladder"),
+           cols=("bleu4", "codebleu", "exact_match")):
+    """Bars of every row's mean with its std over seeds: one panel per table of GLANCE in `doc`, and one of
+    the ladder's rungs (each method's first row and the manual prompt, from the records in `record`)."""
+    panels = [(f"{label}: mean ± std over seeds", report.means(report.block(doc, match)[2])) for label, match in GLANCE]
+    _, stats, seeds = ladder.table(record)
+    rungs = [n for n in stats if (stats[n]["cost"] or n == "manual prompt") and None not in stats[n]["bleu4"]]
+    panels.append((f"the ladder, SmolLM2-135M-Instruct / CoNaLa: mean ± std over {len(seeds)} seeds",
+                   {n: {c: (statistics.fmean(stats[n][c]), statistics.stdev(stats[n][c]) if len(seeds) > 1 else 0.0)
+                        for c in cols} for n in rungs}))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6.4), squeeze=False)
+    for ax, (title, table) in zip(axes[0], panels):
         rows = [r for r in table if all(c in table[r] for c in cols)]
         width = 0.8 / len(rows)
         for i, row in enumerate(rows):
             xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(cols))]
             ax.bar(xs, [table[row][c][0] for c in cols], width, yerr=[table[row][c][1] for c in cols], capsize=2, label=row)
         ax.set_xticks(range(len(cols)), cols)
-        ax.set_title(f"{label}: mean ± std over seeds", fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2)  # below: bars stay visible
-    fig.suptitle("The results at a glance (the tables of docs/results.md)")
+    fig.suptitle("The results at a glance (docs/results.md's demo table and the ladder)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -184,27 +195,30 @@ def glance(path, doc=os.path.join(report.ROOT, "docs", "results.md"), cols=("ble
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="a run folder of train.py with ddpt and ddpt-mcl checkpoints (and any others)")
+    p.add_argument("run", nargs="?", help="a run folder of train.py with ddpt and ddpt-mcl checkpoints (and any others)")
     p.add_argument("--out", default=FIGURES, help="the folder the PNG files go to")
     p.add_argument("--k", type=prompts.count, default=5, help="draws per stochastic method")
+    p.add_argument("--glance", action="store_true", help="only glance.png (from docs/results.md and docs/ladder: no run)")
     args = p.parse_args(argv)
-    cfg, modules = load_run(args.run)
-    first = modules[next(iter(modules))]
-    model, tok = llm.load(cfg["model"], data_name=cfg["data"], data_dir=cfg["data_dir"])  # its embeddings, fp32
-    manual = next(iter(first.values())).C  # the manual prompt's context, as every method starts from it
+    if args.run is None and not args.glance:
+        p.error("give a run folder (or --glance for glance.png alone)")
+    made = {"glance.png": glance}
+    if not args.glance:
+        cfg, modules = load_run(args.run)
+        first = modules[next(iter(modules))]
+        model, tok = llm.load(cfg["model"], data_name=cfg["data"], data_dir=cfg["data_dir"])  # its embeddings, fp32
+        manual = next(iter(first.values())).C  # the manual prompt's context, as every method starts from it
+        made = {"emerging.png": lambda f: emerging(first, f, k=args.k),
+                "prompts.png": lambda f: where(first, model, tok, manual, f, k=args.k),
+                "curves.png": lambda f: curves(args.run, f)} | made
     os.makedirs(args.out, exist_ok=True)
-    made = {"emerging.png": lambda f: emerging(first, f, k=args.k),
-            "prompts.png": lambda f: where(first, model, tok, manual, f, k=args.k),
-            "curves.png": lambda f: curves(args.run, f),
-            "glance.png": glance}
     print("| figure | from | bytes |")
     print("| --- | --- | --- |")
     for name, draw in made.items():
         with checkpoint.atomic(os.path.join(args.out, name)) as tmp:  # never a half-written figure
             draw(tmp)
-        source = "docs/results.md" if name == "glance.png" else args.run
+        source = "docs/results.md, docs/ladder" if name == "glance.png" else args.run
         print(f"| docs/figures/{name} | {source} | {os.path.getsize(os.path.join(args.out, name)):,} |")
-
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,9 @@ its own swept rate and seeded on its own, over several training seeds, in one ta
     python -m tools.ladder                    # SmolLM2-135M-Instruct / CoNaLa, bf16 on the CPU: the sweep, seeds 0-4
     python -m tools.ladder --seeds 0 1        # resumes: a finished sweep point or seed is read, never redone
     python -m tools.ladder --table            # the table (and docs/figures/ladder.png) from the seeds finished so far
+    python -m tools.ladder --headline         # the README's rows of it
+
+Its table is also written to <record>/ladder.md, the file docs/results.md's block shows.
 
 The protocol, SETTINGS and SAMPLING for every rung:
  1. sweep   each rung's rates (RUNGS), held-out token loss after the same steps with training seed 0
@@ -103,6 +106,9 @@ def table(record):
         per[s] = {"rows": rows, "gens": {m: [p[m] for p in pairs] for m in rows}, "refs": [p["code"] for p in pairs],
                   "costs": json.load(open(os.path.join(folder, "costs.json")))}
     names = list(dict.fromkeys(m for s in seeds for m in per[s]["rows"]))
+    titles = {per[s]["costs"][m]["title"]: i for s in seeds for i, m in enumerate(RUNGS) if m in per[s]["costs"]}
+    rung = lambda name: max(((len(t), i) for t, i in titles.items() if name == t or name.startswith(t + " ")), default=(0, -1))[1]
+    names.sort(key=rung)  # the baselines, then the rungs in RUNGS's order, each with its picks (a stable sort)
     stats, lines = {}, []
     for name in names:
         have = [s for s in seeds if name in per[s]["rows"]]
@@ -116,10 +122,11 @@ def table(record):
         cost = next(({k: statistics.fmean(per[s]["costs"][m][k] for s in have) for k in ("params", "bytes", "train_secs",
                       "sample_secs")} for m in RUNGS if first_row(per[have[0]]["costs"][m]["title"])), None)
         stats[name]["cost"] = cost
-    fmt = lambda xs: "—" if None in xs else f"{statistics.fmean(xs):.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.3f}"
-    diff = lambda v: "" if v is None else (f"{v[0][0]:+.3f} [{v[0][1]:+.3f}, {v[0][2]:+.3f}]" if v[0][1] is not None
-                                           else f"{v[0][0]:+.3f}") + f" {v[1]}↑ {v[2]}↓ of {v[3]}"
-    lines += [f"Seeds {', '.join(map(str, seeds))}: mean ± standard deviation over the seeds; A − {BASE} as the mean "
+    spent = [sum(c["train_secs"] + c["sample_secs"] for c in per[s]["costs"].values()) for s in seeds]
+    lines += [f"`train.py {' '.join(SETTINGS)}` for every rung (its rate: the sweep below), then `sample.py "
+              f"{' '.join(SAMPLING)}`; the methods' own seconds (training and sampling; model loading and the oracle aside) "
+              f"{sum(spent):,.0f} s over the seeds ({min(spent):,.0f}–{max(spent):,.0f} s a seed).", "",
+              f"Seeds {', '.join(map(str, seeds))}: mean ± standard deviation over the seeds; A − {BASE} as the mean "
               "over seeds with its 95% t-interval, and the seeds whose paired bootstrap (1,000 resamples of the test "
               "pairs) lies above ↑ or below ↓ zero. Costs: mean over seeds, on the method's first row.", "",
               "| method | params | bytes | train s | sample s | " + " | ".join(SHOWN) + " | " + " | ".join(f"Δ {m}" for m in TESTED) + " |",
@@ -133,29 +140,59 @@ def table(record):
     return "\n".join(lines), stats, seeds
 
 
+def fmt(xs):
+    """A row's cell: mean ± standard deviation over the seeds."""
+    return "—" if None in xs else f"{statistics.fmean(xs):.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.3f}"
+
+
+def diff(vs):
+    """A difference's cell: the mean over seeds [its 95% t-interval], the seeds significantly above ↑ and below ↓."""
+    if vs is None:
+        return ""
+    (mean, low, high), up, down, n = vs
+    return (f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" if low is not None else f"{mean:+.3f}") + f" {up}↑ {down}↓ of {n}"
+
+
+def headline(stats, seeds):
+    """The README's rows of the table: the manual prompt and each rung's first row (no picks)."""
+    lines = ["| method | params | bleu4 | codebleu | exact_match | Δ bleu4 | Δ codebleu |", "|" + " --- |" * 7]
+    for name in [n for n in stats if stats[n]["cost"] or n == "manual prompt"]:
+        c, vs = stats[name]["cost"], stats[name].get("vs") or {}
+        lines.append(f"| {name} | {c['params']:,.0f} | " if c else f"| {name} | 0 | ")
+        lines[-1] += " | ".join([*(fmt(stats[name][m]) for m in ("bleu4", "codebleu", "exact_match")),
+                                 diff(vs.get("bleu4")), diff(vs.get("codebleu"))]) + " |"
+    return "\n".join(lines) + f"\n\nSeeds {', '.join(map(str, seeds))}; Δ: A − {BASE} (tools/ladder.py, docs/results.md)."
+
+
 def figure(stats, seeds, path):
-    """Each row's BLEU-4 and CodeBLEU, mean with its 95% t-interval over the seeds, trainable parameters as labels."""
+    """Each row's BLEU-4 and CodeBLEU, mean with its 95% t-interval over the seeds, the rungs' trainable parameters
+    in their labels: the tuned soft prompt orange (its mean a dashed line), each rung's first row dark, its picks
+    light, the rows that read the references grey."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = [n for n in stats if None not in stats[n]["bleu4"]]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.5), sharey=True)
+    colour = lambda n: "C1" if n == BASE else "0.6" if "oracle" in n else "C0" if stats[n]["cost"] or n in (
+        "manual prompt", "no context") else "#9ecae1"
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.32 * len(names) + 1.6), sharey=True)
     for ax, metric in zip(axes, ("bleu4", "codebleu")):
         means, halves = [], []
         for n in names:
             mean, low, high = seed_summary(stats[n][metric]) if len(stats[n][metric]) > 1 else (stats[n][metric][0], None, None)
             means.append(mean)
             halves.append(0 if low is None else mean - low)
-        ax.barh(range(len(names)), means, xerr=halves, color=["C1" if n == BASE else "C0" for n in names], capsize=3)
+        ax.barh(range(len(names)), means, xerr=halves, color=[colour(n) for n in names], capsize=2)
+        if BASE in names:
+            ax.axvline(means[names.index(BASE)], color="C1", linestyle="--", linewidth=1)
         ax.set_xlabel(f"{metric} (mean, 95% t-interval over {len(seeds)} seeds)")
-        ax.invert_yaxis()
+    axes[0].invert_yaxis()  # (shared: once) the first row at the top
     axes[0].set_yticks(range(len(names)))
     axes[0].set_yticklabels([n + (f"  [{stats[n]['cost']['params']:,.0f} params]" if stats[n]["cost"] else "") for n in names],
                             fontsize=7)
-    fig.suptitle("The ladder on SmolLM2-135M-Instruct / CoNaLa (tools/ladder.py)", fontsize=10)
+    fig.suptitle(f"The ladder on SmolLM2-135M-Instruct / CoNaLa (tools/ladder.py), seeds {', '.join(map(str, seeds))}", fontsize=10)
     fig.tight_layout()
     with checkpoint.atomic(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # (long labels: the canvas grows to hold them)
     plt.close(fig)
 
 
@@ -165,8 +202,11 @@ def main(argv=None):
     p.add_argument("--out", default="out/ladder-smollm2", help="the runs (checkpoints: large, not committed)")
     p.add_argument("--record", default=os.path.join(ROOT, "docs", "ladder"), help="the seeds' records (committed)")
     p.add_argument("--table", action="store_true", help="only the table and figure from the records")
+    p.add_argument("--headline", action="store_true", help="only the README's rows of the table, from the records")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    if args.headline:
+        return print(headline(*table(args.record)[1:]))
     if not args.table:
         os.makedirs(args.record, exist_ok=True)
         rates = sweep_rates(args.record, args.out + "-sweep")
@@ -175,19 +215,24 @@ def main(argv=None):
                 run_seed(seed, rates, args.record, args.out)
     text, stats, seeds = table(args.record)
     figure(stats, seeds, os.path.join(ROOT, "docs", "figures", "ladder.png"))
-    print(text + f"\n\nRates (tools/ladder.py's sweep): {json.dumps(sweep_rates_done(args.record))}; "
-          f"{time.perf_counter() - t0:.0f} s here.")
+    text += "\n\n" + sweep_table(args.record) + f"\n\nThis table: {time.perf_counter() - t0:.0f} s (reading the records; each seed's own times above)."
+    checkpoint.write_atomic(os.path.join(args.record, "ladder.md"), text + "\n")  # what report.py's block shows
+    print(text)
 
 
-def sweep_rates_done(record):
-    """The rates the records were made with (the sweep's best), without sweeping."""
-    path = os.path.join(record, "sweep.json")
-    if not os.path.exists(path):
-        return {}
-    done = json.load(open(path))
-    return {m: min((lr for lr in rates if f"{m}={lr:g}" in done), key=lambda lr: done[f"{m}={lr:g}"]["loss"], default=None)
-            for m, rates in RUNGS.items() if rates}
-
+def sweep_table(record):
+    """The sweep as the records hold it: each rung's rates and held-out token losses, its best in bold."""
+    done = json.load(open(os.path.join(record, "sweep.json")))
+    lines = ["The sweep (training seed 0, held-out token loss after the same steps; the best rate in bold, the one "
+             "every seed is trained at; DDPT-PD and its regressor at soft prompt tuning's):", "",
+             "| method | rate: held-out token loss |", "| --- | --- |"]
+    for m, rates in RUNGS.items():
+        have = [lr for lr in rates or [] if f"{m}={lr:g}" in done]
+        best = min(have, key=lambda lr: done[f"{m}={lr:g}"]["loss"], default=None)
+        cells = [(f"**{lr:g}: {done[f'{m}={lr:g}']['loss']:.4f}**" if lr == best else f"{lr:g}: {done[f'{m}={lr:g}']['loss']:.4f}")
+                 for lr in have]
+        lines.append(f"| {m} | {' · '.join(cells) or 'soft prompt tuning' + chr(39) + 's rate'} |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
