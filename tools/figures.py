@@ -220,5 +220,6 @@ def main(argv=None):
         source = "docs/results.md, docs/ladder" if name == "glance.png" else args.run
         print(f"| docs/figures/{name} | {source} | {os.path.getsize(os.path.join(args.out, name)):,} |")
 
+
 if __name__ == "__main__":
     main()
