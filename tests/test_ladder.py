@@ -14,6 +14,7 @@ def test_the_ladder_sweeps_runs_seeds_and_tables_from_its_records(cache, tmp_pat
     monkeypatch.setattr(ladder, "OWN", {"ddpt-pd-mlp": ["--pd-pairs", "8", "--pd-steps", "2", "--fit-steps", "20", "--r", "8"]})
     monkeypatch.setattr(ladder, "SAMPLING", ["--limit", "6", "--max-new-tokens", "8", "--k", "2", "--select-pairs", "8"])
     monkeypatch.setattr(ladder, "RUNGS", {"prompt-tuning": [3e-2, 1e-1], "ddpt-pd-mlp": None})
+    monkeypatch.setattr(ladder, "ASKED", [("ddpt-pd-mlp", "prompt-tuning")])  # the line beside the table: as its row
     record, out = tmp_path / "record", tmp_path / "runs"
     monkeypatch.setattr(ladder, "figure", lambda *a: None)
     ladder.main(["--seeds", "0", "1", "--out", str(out), "--record", str(record)])
@@ -31,6 +32,8 @@ def test_the_ladder_sweeps_runs_seeds_and_tables_from_its_records(cache, tmp_pat
     (mean, low, high), up, down, n = stats["DDPT-PD regressor"]["vs"]["bleu4"]
     diffs = [r["DDPT-PD regressor"]["bleu4"] - r["soft prompt tuning"]["bleu4"] for r in rows]
     assert n == 2 and (mean, low, high) == pytest.approx(seed_summary(diffs)) and up + down <= 2
+    assert stats["DDPT-PD regressor"]["asked"]["soft prompt tuning"] == stats["DDPT-PD regressor"]["vs"]
+    assert "DDPT-PD regressor − soft prompt tuning (as above" in text and f"Δ bleu4 {mean:+.3f} [{low:+.3f}, {high:+.3f}]" in text
     capsys.readouterr()
     ladder.main(["--headline", "--record", str(record)])  # the README's rows: the rungs' first rows, no picks
     shown = capsys.readouterr().out

@@ -21,7 +21,8 @@ The protocol, SETTINGS and SAMPLING for every rung:
             seeds whose paired bootstrap lies above (↑) or below (↓) zero; trainable parameters, the bytes
             of the weights as saved (buffers such as the manual context included), training seconds
             (validation and DDPT-PD's targets included) and sampling seconds (its prompts, generations,
-            picks and scores) per method, mean over seeds.
+            picks and scores) per method, mean over seeds. Below it, each question of ASKED the same way:
+            DDPT's top-1 − the reparametrised soft prompt (DDPT's map fed a learned constant): what the noise adds.
 """
 import argparse
 import json
@@ -49,6 +50,7 @@ RUNGS = {  # the rungs, in the table's order, and the rates each is swept over (
     "ddpt": [3e-5, 1e-4, 3e-4], "ddpt-mcl-cond": [1e-4, 3e-4, 1e-3], "ddpt-pd": None, "ddpt-pd-mlp": None,
     "lopa": [3e-3, 1e-2, 3e-2, 1e-1], "lora": [1e-3, 3e-3, 1e-2]}
 BASE = "soft prompt tuning"  # the row every other is compared with
+ASKED = [("ddpt", "reparam")]  # rung A's first row − rung B's, beside the table: what the diffusion adds to its map
 SHOWN = ["bleu4", "conala_bleu", "codebleu", "exact_match"]
 
 
@@ -114,10 +116,7 @@ def table(record):
         have = [s for s in seeds if name in per[s]["rows"]]
         stats[name] = {c: [per[s]["rows"][name].get(c) for s in have] for c in SHOWN}
         if name != BASE and all(BASE in per[s]["rows"] for s in have):
-            tests = [metrics.paired_bootstrap(per[s]["gens"][name], per[s]["gens"][BASE], per[s]["refs"]) for s in have]
-            stats[name]["vs"] = {m: (seed_summary([t[m]["diff"] for t in tests]) if len(tests) > 1 else (tests[0][m]["diff"], None, None),
-                                     sum(t[m]["significant"] and t[m]["diff"] > 0 for t in tests),
-                                     sum(t[m]["significant"] and t[m]["diff"] < 0 for t in tests), len(tests)) for m in TESTED}
+            stats[name]["vs"] = versus(per, have, name, BASE)
         first_row = lambda title: name == title or name.startswith(title + " (") and name.endswith(" top-1")
         cost = next(({k: statistics.fmean(per[s]["costs"][m][k] for s in have) for k in ("params", "bytes", "train_secs",
                       "sample_secs")} for m in RUNGS if first_row(per[have[0]]["costs"][m]["title"])), None)
@@ -131,13 +130,29 @@ def table(record):
               "pairs) lies above ↑ or below ↓ zero. Costs: mean over seeds, on the method's first row.", "",
               "| method | params | bytes | train s | sample s | " + " | ".join(SHOWN) + " | " + " | ".join(f"Δ {m}" for m in TESTED) + " |",
               "|" + " --- |" * (5 + len(SHOWN) + len(TESTED))]
+    first = {list(RUNGS)[rung(n)]: n for n in names if stats[n]["cost"]}  # each rung's first row
+    asked = [(first[a], first[b]) for a, b in ASKED if a in first and b in first]
     for name in names:
         c = stats[name]["cost"]
         cost = [f"{c['params']:,.0f}", f"{c['bytes']:,.0f}", f"{c['train_secs']:.0f}", f"{c['sample_secs']:.0f}"] if c else [""] * 4
         vs = stats[name].get("vs")
         lines.append(f"| {name} | " + " | ".join(cost) + " | " + " | ".join(fmt(stats[name][m]) for m in SHOWN) + " | "
                      + " | ".join(diff(vs[m] if vs else None) for m in TESTED) + " |")
+    for a, b in asked:
+        vs = versus(per, [s for s in seeds if a in per[s]["rows"] and b in per[s]["rows"]], a, b)
+        stats[a].setdefault("asked", {})[b] = vs
+        lines += ["", f"{a} − {b} (as above: mean over seeds [95% t-interval], seeds significant alone): "
+                  + ", ".join(f"Δ {m} {diff(vs[m])}" for m in TESTED) + "."]
     return "\n".join(lines), stats, seeds
+
+
+def versus(per, seeds, a, b):
+    """Row a − row b on each metric of TESTED: a paired bootstrap over the test pairs in each seed, and over the
+    seeds the mean difference with its 95% t-interval. Returns {metric: ((mean, low, high), up, down, n)}."""
+    tests = [metrics.paired_bootstrap(per[s]["gens"][a], per[s]["gens"][b], per[s]["refs"]) for s in seeds]
+    return {m: (seed_summary([t[m]["diff"] for t in tests]) if len(tests) > 1 else (tests[0][m]["diff"], None, None),
+                sum(t[m]["significant"] and t[m]["diff"] > 0 for t in tests),
+                sum(t[m]["significant"] and t[m]["diff"] < 0 for t in tests), len(tests)) for m in TESTED}
 
 
 def fmt(xs):
@@ -215,7 +230,7 @@ def main(argv=None):
                 run_seed(seed, rates, args.record, args.out)
     text, stats, seeds = table(args.record)
     figure(stats, seeds, os.path.join(ROOT, "docs", "figures", "ladder.png"))
-    text += "\n\n" + sweep_table(args.record) + f"\n\nThis table: {time.perf_counter() - t0:.0f} s (reading the records; each seed's own times above)."
+    text += "\n\n" + sweep_table(args.record) + f"\n\nThis command: {time.perf_counter() - t0:.0f} s (each seed's own times above)."
     checkpoint.write_atomic(os.path.join(args.record, "ladder.md"), text + "\n")  # what report.py's block shows
     print(text)
 
