@@ -67,8 +67,13 @@ def sweep_rates(record, out):
                 done[key] = {"loss": losses[0], "manual": manual, "secs": secs}
                 checkpoint.write_atomic(path, json.dumps(done, indent=2))
                 print(f"sweep {key}: held-out token loss {losses[0]:.4f} ({secs:.0f} s)", file=sys.stderr)
-    best = {m: min(rates, key=lambda lr: done[f"{m}={lr:g}"]["loss"]) for m, rates in RUNGS.items() if rates}
+    best = {m: best_rate(done, m, rates) for m, rates in RUNGS.items() if rates}
     return best | {m: best["prompt-tuning"] for m, rates in RUNGS.items() if rates is None}
+
+
+def best_rate(done, method, rates):
+    """The rate of `rates` whose sweep point in `done` has the lowest held-out token loss (None: none swept)."""
+    return min((lr for lr in rates if f"{method}={lr:g}" in done), key=lambda lr: done[f"{method}={lr:g}"]["loss"], default=None)
 
 
 def run_seed(seed, rates, record, out):
@@ -243,11 +248,12 @@ def sweep_table(record):
              "| method | rate: held-out token loss |", "| --- | --- |"]
     for m, rates in RUNGS.items():
         have = [lr for lr in rates or [] if f"{m}={lr:g}" in done]
-        best = min(have, key=lambda lr: done[f"{m}={lr:g}"]["loss"], default=None)
+        best = best_rate(done, m, have)
         cells = [(f"**{lr:g}: {done[f'{m}={lr:g}']['loss']:.4f}**" if lr == best else f"{lr:g}: {done[f'{m}={lr:g}']['loss']:.4f}")
                  for lr in have]
         lines.append(f"| {m} | {' · '.join(cells) or 'soft prompt tuning' + chr(39) + 's rate'} |")
     return "\n".join(lines)
+
 
 if __name__ == "__main__":
     main()
